@@ -1,0 +1,46 @@
+# Quick start:  make run   (end to end on the local stack)   |   make test   (all tests)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+DEMO_EVENTS ?= 20000
+
+.PHONY: help setup up down status init run test unit integration lint fmt clean
+
+help:
+	@echo "make setup | up | down | status | run | test | unit | integration | lint | fmt | clean"
+
+setup:  ## install everything (idempotent, cached)
+	@bash infra/setup.sh
+
+up: setup  ## start kafka, registry, clickhouse on 127.0.0.1 and create topics/schema/tables
+	@bash infra/stack.sh up
+	@$(PY) -m meterflow.cli init
+
+down:
+	@bash infra/stack.sh down
+
+status:
+	@bash infra/stack.sh status
+
+run: up  ## demo: produce events, run the job until their windows close, print usage
+	@$(PY) -m meterflow.cli produce --count $(DEMO_EVENTS)
+	@time $(PY) -m meterflow.cli job --bounded
+	@$(PY) -m meterflow.cli usage
+
+lint: setup
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+fmt:
+	@.venv/bin/ruff format . && .venv/bin/ruff check --fix .
+
+unit: setup
+	@.venv/bin/pytest -q tests/unit
+
+# Lint, start the stack, run every test (unit + integration), stop the stack even on failure.
+# pytest exits 5 when it collected no test: that fails here like any other non-zero exit.
+test: setup lint
+	@trap 'bash infra/stack.sh down' EXIT; \
+	  bash infra/stack.sh up && $(PY) -m meterflow.cli init && .venv/bin/pytest tests
+
+clean: down
+	rm -rf var

@@ -1,0 +1,1 @@
+"""Thin adapters to Kafka, the schema registry and ClickHouse."""

@@ -1,0 +1,145 @@
+"""ClickHouse access: connection, versioned migrations, usage-window writes and reads.
+
+All SQL here stays within what ClickHouse 18.16 (Debian's server) and current ClickHouse share.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from importlib import resources
+
+from clickhouse_driver import Client
+
+from meterflow.config import Settings
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def connect(settings: Settings, database: str | None = "default") -> Client:
+    return Client(
+        host=settings.clickhouse_host,
+        port=settings.clickhouse_port,
+        database=database or "default",
+        settings={"use_numpy": False},
+    )
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    def statements(self, db: str) -> list[str]:
+        body = self.sql.replace("{db}", db)
+        lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("--")]
+        return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def migrations() -> list[Migration]:
+    found = []
+    for entry in resources.files("connectors.migrations").iterdir():
+        m = _MIGRATION_NAME.match(entry.name)
+        if m:
+            found.append(Migration(int(m.group(1)), entry.name, entry.read_text()))
+    found.sort(key=lambda mig: mig.version)
+    versions = [mig.version for mig in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration versions in connectors/migrations: {versions}")
+    return found
+
+
+def migrate(settings: Settings) -> list[str]:
+    """Apply pending migrations in order; return the names applied. Safe to run concurrently-ish
+    from one operator at a time (the DDL itself is IF NOT EXISTS)."""
+    db = settings.clickhouse_database
+    ch = connect(settings)
+    ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+    ch.execute(
+        f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
+        "(version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version"
+    )
+    done = {row[0] for row in ch.execute(f"SELECT version FROM {db}.schema_migrations")}
+    applied = []
+    for mig in migrations():
+        if mig.version in done:
+            continue
+        for stmt in mig.statements(db):
+            ch.execute(stmt)
+        ch.execute(
+            f"INSERT INTO {db}.schema_migrations (version, name, applied_at) VALUES",
+            [(mig.version, mig.name, datetime.now(UTC).replace(tzinfo=None))],
+        )
+        applied.append(mig.name)
+    return applied
+
+
+@dataclass(frozen=True)
+class UsageWindow:
+    customer_id: str
+    meter: str
+    meter_version: int
+    window_start: datetime
+    window_end: datetime
+    event_count: int
+    value_sum: Decimal
+    revision: int = 1
+
+
+WINDOW_COLUMNS = (
+    "customer_id, meter, meter_version, window_start, window_end, event_count, value_sum, "
+    "revision, written_at"
+)
+
+
+def _naive_utc(ts: datetime) -> datetime:
+    # clickhouse-driver writes naive datetimes as-is; the server runs in UTC.
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+def insert_windows(ch: Client, db: str, windows: Sequence[UsageWindow]) -> int:
+    if not windows:
+        return 0
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows = [
+        (
+            w.customer_id,
+            w.meter,
+            w.meter_version,
+            _naive_utc(w.window_start),
+            _naive_utc(w.window_end),
+            w.event_count,
+            w.value_sum,
+            w.revision,
+            now,
+        )
+        for w in windows
+    ]
+    ch.execute(f"INSERT INTO {db}.usage_windows ({WINDOW_COLUMNS}) VALUES", rows)
+    return len(rows)
+
+
+def read_windows(ch: Client, db: str) -> list[UsageWindow]:
+    """Current usage: one row per window (newest revision), in customer/meter/time order."""
+    rows = ch.execute(
+        "SELECT customer_id, meter, meter_version, window_start, window_end, event_count, "
+        f"value_sum, revision FROM {db}.usage_windows FINAL "
+        "ORDER BY customer_id, meter, meter_version, window_start"
+    )
+    return [
+        UsageWindow(
+            customer_id=r[0],
+            meter=r[1],
+            meter_version=r[2],
+            window_start=r[3].replace(tzinfo=UTC),
+            window_end=r[4].replace(tzinfo=UTC),
+            event_count=r[5],
+            value_sum=r[6],
+            revision=r[7],
+        )
+        for r in rows
+    ]

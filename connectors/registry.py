@@ -1,0 +1,24 @@
+"""Schema registration through the Confluent schema-registry API (served here by Apicurio)."""
+
+from __future__ import annotations
+
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+from meterflow.config import Settings
+
+COMPATIBILITY = "BACKWARD"
+
+
+def client(settings: Settings) -> SchemaRegistryClient:
+    return SchemaRegistryClient({"url": settings.registry_url})
+
+
+def register_event_schema(settings: Settings, schema_str: str) -> int:
+    """Register `schema_str` under the events subject with BACKWARD compatibility.
+
+    Idempotent: registering an identical schema returns the existing id. The compatibility level
+    is set before registering so an incompatible evolution is refused by the registry itself.
+    """
+    reg = client(settings)
+    reg.set_compatibility(subject_name=settings.events_subject, level=COMPATIBILITY)
+    return reg.register_schema(settings.events_subject, Schema(schema_str, schema_type="AVRO"))

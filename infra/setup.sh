@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh machine; idempotent and cached.
+#   - Debian packages: clickhouse-server/client, prometheus (+ promtool)
+#   - the project virtualenv (.venv) with pinned Python dependencies
+#   - Flink SQL jars, the Kafka broker jars and the Apicurio registry from Maven Central
+# Nothing is downloaded at test or job run time beyond what this script fetches.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=versions.env
+source "$ROOT/infra/versions.env"
+BUILD="$ROOT/build"
+PY="${PYTHON:-python3.11}"
+mkdir -p "$BUILD"
+
+log() { printf '[setup] %s\n' "$*"; }
+
+apt_packages() {
+  local want=(
+    "clickhouse-server=$CLICKHOUSE_DEB_VERSION" "clickhouse-client=$CLICKHOUSE_DEB_VERSION"
+    "prometheus=$PROMETHEUS_DEB_VERSION"
+  )
+  local missing=()
+  for spec in "${want[@]}"; do
+    local name="${spec%%=*}" version="${spec#*=}"
+    if [ "$(dpkg-query -W -f='${Status} ${Version}' "$name" 2>/dev/null)" != "install ok installed $version" ]; then
+      missing+=("$spec")
+    fi
+  done
+  if [ ${#missing[@]} -eq 0 ]; then log "debian packages present"; return; fi
+  log "installing debian packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then echo "[setup] need root to apt-get install ${missing[*]}" >&2; exit 1; fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+python_env() {
+  local stamp="$ROOT/.venv/.installed" want
+  want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then log "python env up to date"; return; fi
+  log "creating/updating .venv"
+  [ -x "$ROOT/.venv/bin/python" ] || "$PY" -m venv "$ROOT/.venv"
+  "$ROOT/.venv/bin/pip" install -q --upgrade pip
+  "$ROOT/.venv/bin/pip" install -q -e "$ROOT[dev]"
+  echo "$want" > "$stamp"
+}
+
+# mvn_copy GROUP:ARTIFACT:VERSION[:TYPE[:CLASSIFIER]] DEST_DIR FILE_NAME
+mvn_copy() {
+  local coords="$1" dest="$2" file="$3"
+  if [ -f "$dest/$file" ]; then return; fi
+  log "fetching $coords"
+  mkdir -p "$dest"
+  mvn -q -B dependency:copy -Dartifact="$coords" -DoutputDirectory="$dest" -Dmdep.overWriteIfNewer=true
+  [ -f "$dest/$file" ] || { echo "[setup] $coords did not produce $dest/$file" >&2; exit 1; }
+}
+
+flink_jars() {
+  local dest="$BUILD/flink-jars"
+  mvn_copy "org.apache.flink:flink-sql-connector-kafka:$FLINK_KAFKA_CONNECTOR_VERSION" "$dest" \
+    "flink-sql-connector-kafka-$FLINK_KAFKA_CONNECTOR_VERSION.jar"
+  mvn_copy "org.apache.flink:flink-sql-avro-confluent-registry:$FLINK_VERSION" "$dest" \
+    "flink-sql-avro-confluent-registry-$FLINK_VERSION.jar"
+  log "flink jars present"
+}
+
+kafka_broker() {
+  local dest="$BUILD/kafka-$KAFKA_VERSION"
+  if [ -f "$dest/.installed" ]; then log "kafka $KAFKA_VERSION present"; return; fi
+  log "resolving kafka_2.13:$KAFKA_VERSION and its runtime dependencies"
+  rm -rf "$dest"
+  KAFKA_VERSION="$KAFKA_VERSION" mvn -q -B -f "$ROOT/infra/maven/kafka-pom.xml" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dest/libs"
+  touch "$dest/.installed"
+}
+
+registry() {
+  local dest="$BUILD/apicurio-$APICURIO_VERSION"
+  if [ -f "$dest/.installed" ]; then log "apicurio registry $APICURIO_VERSION present"; return; fi
+  mvn_copy "io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" "$BUILD/dl" \
+    "apicurio-registry-app-$APICURIO_VERSION-all.tar.gz"
+  rm -rf "$dest" && mkdir -p "$dest"
+  tar xzf "$BUILD/dl/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz" -C "$dest"
+  touch "$dest/.installed"
+}
+
+apt_packages
+python_env
+flink_jars
+kafka_broker
+registry
+log "done"

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Starts/stops the local stack on 127.0.0.1 with all state under var/ (git-ignored):
+#   kafka (single-node KRaft), registry (Apicurio, Confluent-compatible API), clickhouse.
+# usage: infra/stack.sh up|down|status
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=versions.env
+source "$ROOT/infra/versions.env"
+# shellcheck source=ports.env
+source "$ROOT/infra/ports.env"
+BUILD="$ROOT/build"
+VAR="${METERFLOW_VAR:-$ROOT/var}"
+RUN="$VAR/run" LOGS="$VAR/log"
+mkdir -p "$RUN" "$LOGS"
+
+log() { printf '[stack] %s\n' "$*"; }
+fail() {
+  printf '[stack] ERROR: %s did not become healthy within %ss; read %s\n' "$1" "$2" "$3" >&2
+  tail -n 20 "$3" >&2 || true
+  exit 1
+}
+pid_alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+# wait_for NAME TIMEOUT LOGFILE CHECK...
+wait_for() {
+  local name="$1" timeout="$2" logfile="$3"; shift 3
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    pid_alive "$name" || fail "$name (process exited)" "$timeout" "$logfile"
+    [ $SECONDS -lt $deadline ] || fail "$name" "$timeout" "$logfile"
+    sleep 0.5
+  done
+  log "$name healthy"
+}
+render() { # render TEMPLATE OUT KEY=VALUE...
+  local tpl="$1" out="$2"; shift 2
+  local content; content="$(cat "$tpl")"
+  for kv in "$@"; do content="${content//@${kv%%=*}@/${kv#*=}}"; done
+  printf '%s\n' "$content" > "$out"
+}
+need() { [ -e "$1" ] || { echo "[stack] $1 is missing: run 'make setup' first" >&2; exit 1; }; }
+
+clickhouse_ok() { curl -sf "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/ping"; }
+registry_ok() { curl -sf "http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7/subjects"; }
+kafka_ok() {
+  "$ROOT/.venv/bin/python" - "$KAFKA_PORT" <<'PY'
+import sys
+from confluent_kafka.admin import AdminClient
+md = AdminClient({"bootstrap.servers": f"127.0.0.1:{sys.argv[1]}"}).list_topics(timeout=2)
+sys.exit(0 if md.brokers else 1)
+PY
+}
+
+start_clickhouse() {
+  if pid_alive clickhouse && clickhouse_ok >/dev/null 2>&1; then log "clickhouse already up"; return; fi
+  need /usr/sbin/clickhouse-server
+  local data="$VAR/clickhouse" conf="$VAR/clickhouse-conf"
+  mkdir -p "$data/tmp" "$data/user_files" "$conf"
+  render "$ROOT/infra/clickhouse/config.xml.in" "$conf/config.xml" \
+    DATA_DIR="$data" LOG_DIR="$LOGS" CONF_DIR="$conf" CLICKHOUSE_PORT="$CLICKHOUSE_PORT" \
+    CLICKHOUSE_HTTP_PORT="$CLICKHOUSE_HTTP_PORT" CLICKHOUSE_INTERSERVER_PORT="$CLICKHOUSE_INTERSERVER_PORT"
+  cp "$ROOT/infra/clickhouse/users.xml" "$conf/users.xml"
+  (cd "$data" && exec /usr/sbin/clickhouse-server --config-file="$conf/config.xml" \
+    >"$LOGS/clickhouse.out" 2>&1) &
+  echo $! > "$RUN/clickhouse.pid"
+  wait_for clickhouse 60 "$LOGS/clickhouse.err.log" clickhouse_ok
+}
+
+start_kafka() {
+  if pid_alive kafka && kafka_ok; then log "kafka already up"; return; fi
+  local home="$BUILD/kafka-$KAFKA_VERSION" data="$VAR/kafka" conf="$VAR/kafka-conf"
+  need "$home/.installed"
+  mkdir -p "$data" "$conf"
+  render "$ROOT/infra/kafka/server.properties.in" "$conf/server.properties" \
+    DATA_DIR="$data" KAFKA_PORT="$KAFKA_PORT" KAFKA_CONTROLLER_PORT="$KAFKA_CONTROLLER_PORT"
+  local java=(java -cp "$home/libs/*" "-Dlog4j2.configurationFile=$ROOT/infra/kafka/log4j2.properties")
+  if [ ! -f "$data/meta.properties" ]; then
+    local cluster_id; cluster_id="$("${java[@]}" kafka.tools.StorageTool random-uuid)"
+    "${java[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$conf/server.properties" \
+      --standalone >"$LOGS/kafka-format.log" 2>&1 || fail "kafka storage format" 0 "$LOGS/kafka-format.log"
+  fi
+  "${java[@]}" -Xms256m -Xmx${KAFKA_HEAP:-768m} -XX:+UseG1GC kafka.Kafka "$conf/server.properties" \
+    >"$LOGS/kafka.log" 2>&1 &
+  echo $! > "$RUN/kafka.pid"
+  wait_for kafka 90 "$LOGS/kafka.log" kafka_ok
+}
+
+start_registry() {
+  if pid_alive registry && registry_ok >/dev/null 2>&1; then log "registry already up"; return; fi
+  local jar="$BUILD/apicurio-$APICURIO_VERSION/apicurio-registry-app-$APICURIO_VERSION-runner.jar"
+  need "$jar"
+  mkdir -p "$VAR/registry"
+  # H2 in a file keeps schema ids stable across restarts: records already in Kafka carry those ids.
+  (cd "$VAR/registry" && exec java -Xms128m -Xmx${REGISTRY_HEAP:-384m} \
+    -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$REGISTRY_PORT" \
+    -Dapicurio.datasource.url="jdbc:h2:file:$VAR/registry/db;DB_CLOSE_ON_EXIT=FALSE" \
+    -jar "$jar" >"$LOGS/registry.log" 2>&1) &
+  echo $! > "$RUN/registry.pid"
+  wait_for registry 120 "$LOGS/registry.log" registry_ok
+}
+
+stop() { # stop NAME
+  local name="$1"
+  if ! pid_alive "$name"; then rm -f "$RUN/$name.pid"; return; fi
+  local pid; pid="$(cat "$RUN/$name.pid")"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  if kill -0 "$pid" 2>/dev/null; then log "$name did not stop in 30s; killing"; kill -9 "$pid" || true; fi
+  rm -f "$RUN/$name.pid"
+  log "$name stopped"
+}
+
+case "${1:-}" in
+  up)
+    # the registry is independent of the others but the slowest to boot, so it goes last.
+    start_clickhouse
+    start_kafka
+    start_registry
+    ;;
+  down)
+    stop registry; stop kafka; stop clickhouse ;;
+  status)
+    for s in clickhouse kafka registry; do
+      if pid_alive "$s"; then echo "$s: running (pid $(cat "$RUN/$s.pid"))"; else echo "$s: stopped"; fi
+    done ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

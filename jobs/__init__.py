@@ -1,0 +1,1 @@
+"""PyFlink jobs: one job per module, each with a main()."""

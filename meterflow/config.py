@@ -1,0 +1,38 @@
+"""Runtime settings, read from the environment with defaults matching infra/ports.env."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = field(
+        default_factory=lambda: _env("METERFLOW_KAFKA", f"127.0.0.1:{_env('KAFKA_PORT', '9092')}")
+    )
+    registry_url: str = field(
+        default_factory=lambda: _env(
+            "METERFLOW_REGISTRY",
+            f"http://127.0.0.1:{_env('REGISTRY_PORT', '8085')}/apis/ccompat/v7",
+        )
+    )
+    clickhouse_host: str = field(default_factory=lambda: _env("CLICKHOUSE_HOST", "127.0.0.1"))
+    clickhouse_port: int = field(default_factory=lambda: int(_env("CLICKHOUSE_PORT", "9000")))
+    clickhouse_database: str = field(default_factory=lambda: _env("METERFLOW_DB", "meterflow"))
+    events_topic: str = field(
+        default_factory=lambda: _env("METERFLOW_EVENTS_TOPIC", "usage-events")
+    )
+    topic_partitions: int = field(default_factory=lambda: int(_env("METERFLOW_PARTITIONS", "2")))
+
+    @property
+    def events_subject(self) -> str:
+        # TopicNameStrategy: the subject confluent-kafka's serializer and Flink's format both use.
+        return f"{self.events_topic}-value"
