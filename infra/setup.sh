@@ -39,8 +39,14 @@ python_env() {
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then log "python env up to date"; return; fi
   log "creating/updating .venv"
   [ -x "$ROOT/.venv/bin/python" ] || "$PY" -m venv "$ROOT/.venv"
-  "$ROOT/.venv/bin/pip" install -q --upgrade pip
-  "$ROOT/.venv/bin/pip" install -q -e "$ROOT[dev]"
+  # pip's build chatter goes to a log; it is shown only when the install fails
+  local pip_log="$BUILD/pip-install.log"
+  if ! { "$ROOT/.venv/bin/pip" install -q --upgrade pip &&
+         "$ROOT/.venv/bin/pip" install -q -e "$ROOT[dev]"; } >"$pip_log" 2>&1; then
+    tail -n 40 "$pip_log" >&2
+    echo "[setup] pip install failed; full log: $pip_log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 }
 
@@ -50,7 +56,7 @@ mvn_copy() {
   if [ -f "$dest/$file" ]; then return; fi
   log "fetching $coords"
   mkdir -p "$dest"
-  mvn -q -B dependency:copy -Dartifact="$coords" -DoutputDirectory="$dest" -Dmdep.overWriteIfNewer=true
+  mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="$coords" -DoutputDirectory="$dest" -Dmdep.overWriteIfNewer=true
   [ -f "$dest/$file" ] || { echo "[setup] $coords did not produce $dest/$file" >&2; exit 1; }
 }
 
@@ -64,13 +70,16 @@ flink_jars() {
 }
 
 kafka_broker() {
-  local dest="$BUILD/kafka-$KAFKA_VERSION"
-  if [ -f "$dest/.installed" ]; then log "kafka $KAFKA_VERSION present"; return; fi
+  local dest="$BUILD/kafka-$KAFKA_VERSION" want
+  want="$(sha256sum "$ROOT/infra/maven/kafka-pom.xml" | cut -d' ' -f1)"
+  if [ "$(cat "$dest/.installed" 2>/dev/null)" = "$want" ]; then
+    log "kafka $KAFKA_VERSION present"; return
+  fi
   log "resolving kafka_2.13:$KAFKA_VERSION and its runtime dependencies"
   rm -rf "$dest"
-  KAFKA_VERSION="$KAFKA_VERSION" mvn -q -B -f "$ROOT/infra/maven/kafka-pom.xml" \
+  KAFKA_VERSION="$KAFKA_VERSION" mvn -q -B -Dstyle.color=never -f "$ROOT/infra/maven/kafka-pom.xml" \
     dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dest/libs"
-  touch "$dest/.installed"
+  echo "$want" > "$dest/.installed"
 }
 
 registry() {

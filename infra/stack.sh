@@ -14,8 +14,8 @@ RUN="$VAR/run" LOGS="$VAR/log"
 mkdir -p "$RUN" "$LOGS"
 
 log() { printf '[stack] %s\n' "$*"; }
-fail() {
-  printf '[stack] ERROR: %s did not become healthy within %ss; read %s\n' "$1" "$2" "$3" >&2
+fail() { # fail NAME WHY LOGFILE
+  printf '[stack] ERROR: %s %s; read %s\n' "$1" "$2" "$3" >&2
   tail -n 20 "$3" >&2 || true
   exit 1
 }
@@ -25,8 +25,8 @@ wait_for() {
   local name="$1" timeout="$2" logfile="$3"; shift 3
   local deadline=$((SECONDS + timeout))
   until "$@" >/dev/null 2>&1; do
-    pid_alive "$name" || fail "$name (process exited)" "$timeout" "$logfile"
-    [ $SECONDS -lt $deadline ] || fail "$name" "$timeout" "$logfile"
+    pid_alive "$name" || fail "$name" "exited during start-up" "$logfile"
+    [ $SECONDS -lt $deadline ] || fail "$name" "did not become healthy within ${timeout}s" "$logfile"
     sleep 0.5
   done
   log "$name healthy"
@@ -76,7 +76,7 @@ start_kafka() {
   if [ ! -f "$data/meta.properties" ]; then
     local cluster_id; cluster_id="$("${java[@]}" kafka.tools.StorageTool random-uuid)"
     "${java[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$conf/server.properties" \
-      --standalone >"$LOGS/kafka-format.log" 2>&1 || fail "kafka storage format" 0 "$LOGS/kafka-format.log"
+      --standalone >"$LOGS/kafka-format.log" 2>&1 || fail kafka "storage format failed" "$LOGS/kafka-format.log"
   fi
   "${java[@]}" -Xms256m -Xmx${KAFKA_HEAP:-768m} -XX:+UseG1GC kafka.Kafka "$conf/server.properties" \
     >"$LOGS/kafka.log" 2>&1 &
