@@ -6,7 +6,6 @@ All SQL here stays within what ClickHouse 18.16 (Debian's server) and current Cl
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -83,63 +82,34 @@ class UsageWindow:
     customer_id: str
     meter: str
     meter_version: int
+    dimensions: str
     window_start: datetime
     window_end: datetime
     event_count: int
-    value_sum: Decimal
-    revision: int = 1
+    quantity: Decimal
+    revision: int
 
 
-WINDOW_COLUMNS = (
-    "customer_id, meter, meter_version, window_start, window_end, event_count, value_sum, "
-    "revision, written_at"
-)
-
-
-def _naive_utc(ts: datetime) -> datetime:
-    # clickhouse-driver writes naive datetimes as-is; the server runs in UTC.
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
-
-
-def insert_windows(ch: Client, db: str, windows: Sequence[UsageWindow]) -> int:
-    if not windows:
-        return 0
-    now = datetime.now(UTC).replace(tzinfo=None)
-    rows = [
-        (
-            w.customer_id,
-            w.meter,
-            w.meter_version,
-            _naive_utc(w.window_start),
-            _naive_utc(w.window_end),
-            w.event_count,
-            w.value_sum,
-            w.revision,
-            now,
-        )
-        for w in windows
-    ]
-    ch.execute(f"INSERT INTO {db}.usage_windows ({WINDOW_COLUMNS}) VALUES", rows)
-    return len(rows)
-
-
-def read_windows(ch: Client, db: str) -> list[UsageWindow]:
-    """Current usage: one row per window (newest revision), in customer/meter/time order."""
+def read_windows(ch: Client, db: str, customer_id: str | None = None) -> list[UsageWindow]:
+    """Current usage: one row per window (its newest revision), in key order."""
+    where = "WHERE customer_id = %(c)s" if customer_id else ""
     rows = ch.execute(
-        "SELECT customer_id, meter, meter_version, window_start, window_end, event_count, "
-        f"value_sum, revision FROM {db}.usage_windows FINAL "
-        "ORDER BY customer_id, meter, meter_version, window_start"
+        "SELECT customer_id, meter, meter_version, dimensions, window_start, window_end, "
+        f"event_count, quantity, revision FROM {db}.usage_windows FINAL {where} "
+        "ORDER BY customer_id, meter, meter_version, dimensions, window_start",
+        {"c": customer_id},
     )
     return [
         UsageWindow(
-            customer_id=r[0],
-            meter=r[1],
-            meter_version=r[2],
-            window_start=r[3].replace(tzinfo=UTC),
-            window_end=r[4].replace(tzinfo=UTC),
-            event_count=r[5],
-            value_sum=r[6],
-            revision=r[7],
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4].replace(tzinfo=UTC),
+            r[5].replace(tzinfo=UTC),
+            r[6],
+            r[7],
+            r[8],
         )
         for r in rows
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from confluent_kafka import KafkaError, Message, SerializingProducer
+from confluent_kafka import KafkaError, Message, Producer, SerializingProducer
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import StringSerializer
 
@@ -62,6 +62,49 @@ def produce_events(
         sent += 1
         producer.poll(0)
     remaining = producer.flush(60)
+    if remaining or errors:
+        raise DeliveryFailed(
+            f"{len(errors)} deliveries failed, {remaining} unconfirmed: {errors[:3]}"
+        )
+    return sent
+
+
+def produce_raw(settings: Settings, records: Iterable[tuple[bytes | None, bytes, int]]) -> int:
+    """Send pre-serialized (key, value, record timestamp ms) records in order; wait for all."""
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "message.max.bytes": 2_000_000,
+        }
+    )
+    errors: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            errors.append(err)
+
+    sent = 0
+    for key, value, ts in records:
+        while True:
+            try:
+                producer.produce(
+                    settings.events_topic,
+                    value=value,
+                    key=key,
+                    timestamp=ts,
+                    on_delivery=on_delivery,
+                )
+                break
+            except BufferError:
+                producer.poll(0.1)
+        sent += 1
+        if sent % 1000 == 0:
+            producer.poll(0)
+    remaining = producer.flush(120)
     if remaining or errors:
         raise DeliveryFailed(
             f"{len(errors)} deliveries failed, {remaining} unconfirmed: {errors[:3]}"

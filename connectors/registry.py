@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from meterflow.config import Settings
 
@@ -22,3 +23,21 @@ def register_event_schema(settings: Settings, schema_str: str) -> int:
     reg = client(settings)
     reg.set_compatibility(subject_name=settings.events_subject, level=COMPATIBILITY)
     return reg.register_schema(settings.events_subject, Schema(schema_str, schema_type="AVRO"))
+
+
+def schema_fetcher(settings: Settings):
+    """fetch(schema_id) -> schema text; SchemaNotFound only when the registry says 404, so an
+    unreachable registry fails the job (and it retries) instead of dead-lettering good data."""
+    from meterflow.decoding import SchemaNotFound
+
+    reg = client(settings)
+
+    def fetch(schema_id: int) -> str:
+        try:
+            return reg.get_schema(schema_id).schema_str
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise SchemaNotFound(schema_id) from exc
+            raise
+
+    return fetch

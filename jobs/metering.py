@@ -1,26 +1,46 @@
-"""Streaming metering job: Kafka (Confluent Avro) -> 1-minute tumbling usage -> ClickHouse.
+"""Streaming metering job.
 
-Stages are separate functions so later stages (validation, dedup, late data, rating) slot in
-between them:  source_ddl -> usage_windows -> sink_usage_windows.
+    Kafka (raw Confluent Avro bytes + topic/partition/offset)
+      -> decode + validate + measure (Python, Arrow batches)   --invalid--> dead-letter topic
+      -> watermark on event time (bounded out-of-orderness, idleness)
+      -> deduplicate by event_id within a horizon (Flink state with TTL)
+      -> lateness: event time < watermark - allowed lateness   --late--> late topic + late_events
+      -> raw events -> ClickHouse events
+      -> per meter, per window size: tumbling window aggregate, re-fired for late-but-allowed
+         events -> ClickHouse usage_windows (revision = event count)
 
-Run on the local mini-cluster:   python -m jobs.metering [--bounded]
+Every Kafka record ends in exactly one of: events (accepted), dead letters, late, or is dropped
+as a duplicate by the dedup operator (its numRecordsIn - numRecordsOut).
+
+Run on the local mini-cluster:   python -m jobs.metering [--bounded] [--restore latest]
 Submit to a cluster:             flink run -py jobs/metering.py
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from dataclasses import dataclass
-from datetime import UTC
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
-from pyflink.table import DataTypes, EnvironmentSettings, Table, TableEnvironment
+from pyflink.common import Configuration
+from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
+from pyflink.table.expressions import col
 from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
 from meterflow.config import REPO_ROOT, Settings
+from meterflow.decoding import Limits
+from meterflow.meters import DEFAULT_METERS_FILE, Meter, load_meters
 
 JARS_DIR = REPO_ROOT / "build" / "flink-jars"
+DEFAULT_CHECKPOINTS = REPO_ROOT / "var" / "checkpoints"
+Q = DataTypes.DECIMAL(38, 12)
+EPOCH_TS = pd.Timestamp(0, unit="ms")
 
 
 @dataclass(frozen=True)
@@ -28,144 +48,560 @@ class JobOptions:
     bounded: bool = False  # read up to the offsets present at start, close every window, stop
     parallelism: int = 2
     out_of_orderness_s: int = 5
+    allowed_lateness_s: int = 300
     idle_timeout_s: int = 5
+    dedup_horizon_s: int = 3600
     checkpoint_interval_s: int = 10
+    checkpoint_dir: Path = DEFAULT_CHECKPOINTS
+    restore_from: str | None = None  # a checkpoint path, or "latest"
     group_id: str = "meterflow-metering"
+    meters_file: Path = DEFAULT_METERS_FILE
+    limits: Limits = field(default_factory=Limits)
 
 
-def table_env(opts: JobOptions) -> TableEnvironment:
-    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+# ----------------------------------------------------------------------------- environment
+
+
+def table_env(opts: JobOptions) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
     jars = sorted(JARS_DIR.glob("*.jar"))
     if len(jars) < 2:
         raise SystemExit(f"Flink connector jars missing in {JARS_DIR}: run 'make setup'")
-    conf = t_env.get_config()
-    conf.set("pipeline.jars", ";".join(j.as_uri() for j in jars))
-    conf.set("parallelism.default", str(opts.parallelism))
-    conf.set("python.executable", sys.executable)
-    conf.set("python.client.executable", sys.executable)
-    conf.set("execution.checkpointing.interval", f"{opts.checkpoint_interval_s}s")
-    conf.set("table.local-time-zone", "UTC")
-    # The Kafka connector's admin client logs while a bounded job shuts down, after Flink closed
-    # the user-code classloader; the leak check turns that into an error trace in the log.
-    conf.set("classloader.check-leaked-classloader", "false")
-    # A silent partition must not hold back the watermark of the others.
-    conf.set("table.exec.source.idle-timeout", f"{opts.idle_timeout_s}s")
-    return t_env
+    conf = Configuration()
+    settings = {
+        "pipeline.jars": ";".join(j.as_uri() for j in jars),
+        "parallelism.default": str(opts.parallelism),
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+        "table.local-time-zone": "UTC",
+        # The Kafka connector's admin client logs while a bounded job shuts down, after Flink
+        # closed the user-code classloader; the leak check turns that into an error trace.
+        "classloader.check-leaked-classloader": "false",
+        # A silent partition must not hold back the watermark of the others.
+        "table.exec.source.idle-timeout": f"{opts.idle_timeout_s}s",
+        # Dedup horizon: an id is forgotten this long after it was first seen.
+        "table.exec.state.ttl": f"{opts.dedup_horizon_s}s",
+        # Windows stay open for allowed lateness after they fire; each late-but-allowed event
+        # re-fires its window at once (a higher revision).
+        "table.exec.emit.allow-lateness": f"{opts.allowed_lateness_s}s",
+        "table.exec.emit.late-fire.enabled": "true",
+        "table.exec.emit.late-fire.delay": "0s",
+        # Exactly-once results: offsets and operator state in checkpoints, kept after a crash.
+        "execution.checkpointing.interval": f"{opts.checkpoint_interval_s}s",
+        "execution.checkpointing.mode": "EXACTLY_ONCE",
+        "execution.checkpointing.dir": opts.checkpoint_dir.resolve().as_uri(),
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.checkpointing.num-retained": "3",
+        # A failing job restarts from its last checkpoint a few times, then fails loudly.
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": "3",
+        "restart-strategy.fixed-delay.delay": "2s",
+    }
+    if opts.restore_from:
+        settings["execution.state-recovery.path"] = resolve_checkpoint(opts)
+    for k, v in settings.items():
+        conf.set_string(k, v)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    t_env = StreamTableEnvironment.create(env)
+    for k, v in settings.items():
+        if k.startswith("table."):
+            t_env.get_config().set(k, v)
+    return env, t_env
+
+
+def resolve_checkpoint(opts: JobOptions) -> str:
+    if opts.restore_from != "latest":
+        return str(opts.restore_from)
+    found = sorted(opts.checkpoint_dir.glob("*/chk-*/_metadata"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"--restore latest: no completed checkpoint under {opts.checkpoint_dir}")
+    return found[-1].parent.as_uri()
+
+
+def interval(seconds: int) -> str:
+    """A SQL interval literal for any whole number of seconds (SECOND alone caps at 99)."""
+    days, rest = divmod(seconds, 86400)
+    h, rest = divmod(rest, 3600)
+    m, sec = divmod(rest, 60)
+    return f"INTERVAL '{days} {h:02d}:{m:02d}:{sec:02d}' DAY TO SECOND"
+
+
+# ----------------------------------------------------------------------------- source
 
 
 def source_ddl(settings: Settings, opts: JobOptions) -> str:
     bounded = "'scan.bounded.mode' = 'latest-offset'," if opts.bounded else ""
     return f"""
-    CREATE TEMPORARY TABLE usage_events (
-        event_id     STRING NOT NULL,
-        event_name   STRING NOT NULL,
-        customer_id  STRING NOT NULL,
-        `timestamp`  TIMESTAMP(3) NOT NULL,
-        `value`      DECIMAL(38, 12),
-        properties   MAP<STRING NOT NULL, STRING NOT NULL> NOT NULL,
-        source       STRING,
-        WATERMARK FOR `timestamp` AS `timestamp` - INTERVAL '{opts.out_of_orderness_s}' SECOND
+    CREATE TEMPORARY TABLE kafka_records (
+        payload      BYTES,
+        `topic`      STRING METADATA VIRTUAL,
+        `partition`  INT METADATA VIRTUAL,
+        `offset`     BIGINT METADATA VIRTUAL,
+        record_ts    TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
     ) WITH (
         'connector' = 'kafka',
         'topic' = '{settings.events_topic}',
         'properties.bootstrap.servers' = '{settings.kafka_bootstrap}',
         'properties.group.id' = '{opts.group_id}',
         'properties.auto.offset.reset' = 'earliest',
+        'properties.isolation.level' = 'read_committed',
         'scan.startup.mode' = 'group-offsets',
         {bounded}
-        'value.format' = 'avro-confluent',
-        'value.avro-confluent.url' = '{settings.registry_url}'
+        'value.format' = 'raw'
     )
     """
 
 
-def usage_windows(t_env: TableEnvironment) -> Table:
-    """COUNT and SUM per (customer, event name) over 1-minute event-time tumbling windows."""
-    return t_env.sql_query(
-        """
-        SELECT customer_id, event_name AS meter, window_start, window_end,
-               COUNT(*) AS event_count,
-               CAST(SUM(COALESCE(`value`, 0)) AS DECIMAL(38, 12)) AS value_sum
-        FROM TABLE(TUMBLE(TABLE usage_events, DESCRIPTOR(`timestamp`), INTERVAL '1' MINUTE))
-        GROUP BY customer_id, event_name, window_start, window_end
-        """
+# ----------------------------------------------------------------------------- decode stage
+
+BASE_FIELDS: list[tuple[str, object]] = [
+    ("status", DataTypes.STRING()),  # "OK" or the dead-letter reason code
+    ("detail", DataTypes.STRING()),
+    ("payload", DataTypes.BYTES()),
+    ("kafka_topic", DataTypes.STRING()),
+    ("kafka_partition", DataTypes.INT()),
+    ("kafka_offset", DataTypes.BIGINT()),
+    ("record_ts_ms", DataTypes.BIGINT()),
+    ("event_id", DataTypes.STRING()),
+    ("event_name", DataTypes.STRING()),
+    ("customer_id", DataTypes.STRING()),
+    ("ts", DataTypes.TIMESTAMP(3)),
+    ("ts_ms", DataTypes.BIGINT()),
+    ("event_value", Q),
+    ("properties", DataTypes.STRING()),
+    ("source", DataTypes.STRING()),
+    ("schema_id", DataTypes.INT()),
+]
+# per meter i: selected?, quantity, dimensions, unique key, latest key
+METER_FIELDS = [
+    ("sel", DataTypes.BOOLEAN()),
+    ("q", Q),
+    ("d", DataTypes.STRING()),
+    ("u", DataTypes.STRING()),
+    ("l", DataTypes.STRING()),
+]
+
+
+def decoded_fields(meters: Sequence[Meter]) -> list[tuple[str, object]]:
+    return BASE_FIELDS + [
+        (f"m{i}_{name}", typ) for i in range(len(meters)) for name, typ in METER_FIELDS
+    ]
+
+
+class DecodeRecords(ScalarFunction):
+    """Arrow batch of Kafka records -> one row per record: decoded event + measurements, or a
+    dead-letter verdict. Deterministic given the record, so a replay decodes identically."""
+
+    def __init__(self, settings: Settings, meters: Sequence[Meter], limits: Limits) -> None:
+        self.settings, self.meters, self.limits = settings, list(meters), limits
+        self.index = {m.id: i for i, m in enumerate(self.meters)}
+
+    def open(self, function_context: FunctionContext) -> None:
+        from connectors.registry import schema_fetcher
+        from meterflow.decoding import SchemaCache
+        from meterflow.events import schema_text
+
+        self.schemas = SchemaCache(schema_fetcher(self.settings), schema_text(1))
+        group = function_context.get_metric_group()
+        self.records_in = group.counter("records_in")
+        self.dead_letters = group.counter("records_dead_lettered")
+
+    def eval(self, batch: pd.DataFrame) -> pd.DataFrame:  # type: ignore[override]
+        from meterflow.decoding import Accepted, decode
+
+        n_meters = len(self.meters)
+        cols: dict[str, list] = {name: [] for name, _ in decoded_fields(self.meters)}
+        record_ts = batch.iloc[:, 4]
+        for payload, topic, part, off, rts in zip(
+            batch.iloc[:, 0],
+            batch.iloc[:, 1],
+            batch.iloc[:, 2],
+            batch.iloc[:, 3],
+            record_ts,
+            strict=True,
+        ):
+            rts_ms = int(pd.Timestamp(rts).value // 1_000_000)
+            v = decode(payload, rts_ms, self.schemas, self.meters, self.limits)
+            cols["payload"].append(payload)
+            cols["kafka_topic"].append(topic)
+            cols["kafka_partition"].append(int(part))
+            cols["kafka_offset"].append(int(off))
+            cols["record_ts_ms"].append(rts_ms)
+            per_meter: list = [None] * (n_meters * 5)
+            if isinstance(v, Accepted):
+                cols["status"].append("OK")
+                cols["detail"].append(None)
+                cols["event_id"].append(v.event_id)
+                cols["event_name"].append(v.event_name)
+                cols["customer_id"].append(v.customer_id)
+                cols["ts"].append(pd.Timestamp(v.timestamp_ms, unit="ms"))
+                cols["ts_ms"].append(v.timestamp_ms)
+                cols["event_value"].append(v.value)
+                cols["properties"].append(
+                    json.dumps(v.properties, sort_keys=True, separators=(",", ":"))
+                )
+                cols["source"].append(v.source)
+                cols["schema_id"].append(v.schema_id)
+                for ms in v.measurements:
+                    j = self.index[ms.meter_id] * 5
+                    per_meter[j : j + 5] = [
+                        True,
+                        ms.quantity,
+                        ms.dimensions,
+                        ms.unique_key,
+                        ms.latest_key,
+                    ]
+            else:
+                self.dead_letters.inc()
+                cols["status"].append(v.reason)
+                cols["detail"].append(v.detail)
+                for name in (
+                    "event_id",
+                    "event_name",
+                    "customer_id",
+                    "ts_ms",
+                    "event_value",
+                    "properties",
+                    "source",
+                    "schema_id",
+                ):
+                    cols[name].append(None)
+                # The rowtime column may not be null; the epoch never advances the watermark
+                # (max seen - bound) and dead letters never reach an event-time operator.
+                cols["ts"].append(EPOCH_TS)
+            for i in range(n_meters):
+                base = i * 5
+                cols[f"m{i}_sel"].append(bool(per_meter[base]))
+                cols[f"m{i}_q"].append(per_meter[base + 1])
+                cols[f"m{i}_d"].append(per_meter[base + 2])
+                cols[f"m{i}_u"].append(per_meter[base + 3])
+                cols[f"m{i}_l"].append(per_meter[base + 4])
+        self.records_in.inc(len(batch))
+        out = pd.DataFrame(cols)
+        out["ts"] = pd.to_datetime(out["ts"])
+        return out
+
+
+def decoded_table(
+    t_env: StreamTableEnvironment, settings: Settings, meters: Sequence[Meter], opts: JobOptions
+) -> Table:
+    fields = decoded_fields(meters)
+    row_type = DataTypes.ROW([DataTypes.FIELD(n, t) for n, t in fields])
+    decode = udf(
+        DecodeRecords(settings, meters, opts.limits), result_type=row_type, func_type="pandas"
     )
+    t_env.execute_sql(source_ddl(settings, opts))
+    decoded = t_env.from_path("kafka_records").map(decode)
+    # Back through a DataStream to put the watermark on the *validated* event time: a record
+    # with a bogus future timestamp is dead-lettered above and never moves the watermark.
+    schema = Schema.new_builder()
+    for name, typ in fields:
+        schema.column(name, typ)
+    schema.column_by_expression("pt", "PROCTIME()")
+    schema.watermark("ts", f"ts - {interval(opts.out_of_orderness_s)}")
+    return t_env.from_data_stream(t_env.to_data_stream(decoded), schema.build())
 
 
-class WriteUsageWindows(ScalarFunction):
-    """Writes each Arrow batch of window rows to ClickHouse in one INSERT; returns rows written.
+# ----------------------------------------------------------------------------- sinks
 
-    Flink finishes a Python bundle before a checkpoint completes, so every row before a
-    checkpoint barrier is in ClickHouse when the checkpoint is taken: at-least-once. The table's
-    ReplacingMergeTree key makes a replayed window a no-op, which gives exactly-once results.
+
+class ClickHouseBatchWriter(ScalarFunction):
+    """Writes each Arrow batch it receives in one INSERT; returns 1 per row.
+
+    Flink finishes a Python bundle before it completes a checkpoint, so every row before a
+    barrier is in ClickHouse when the checkpoint is taken: at-least-once. Each target table is a
+    ReplacingMergeTree whose key makes a replayed row a no-op: exactly-once results.
     """
+
+    table = ""
+    columns: tuple[str, ...] = ()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.ch = None
 
     def is_deterministic(self) -> bool:
-        return False  # it has a side effect: the planner must neither fold nor reuse it
+        return False  # a side effect: the planner must neither fold nor reuse it
 
     def open(self, function_context: FunctionContext) -> None:
         from connectors.clickhouse import connect
 
         self.ch = connect(self.settings)
+        self.rows_written = function_context.get_metric_group().counter(f"{self.table}_rows")
 
-    def eval(  # type: ignore[override]
-        self,
-        customer_id: pd.Series,
-        meter: pd.Series,
-        window_start: pd.Series,
-        window_end: pd.Series,
-        event_count: pd.Series,
-        value_sum: pd.Series,
-    ) -> pd.Series:
-        from connectors.clickhouse import UsageWindow, insert_windows
+    def rows(self, cols: Sequence[pd.Series]) -> list[tuple]:
+        raise NotImplementedError
 
-        windows = [
-            UsageWindow(
-                customer_id=c,
-                meter=m,
-                meter_version=1,
-                window_start=ws.to_pydatetime().replace(tzinfo=UTC),
-                window_end=we.to_pydatetime().replace(tzinfo=UTC),
-                event_count=int(n),
-                value_sum=v,
+    def eval(self, *args: pd.Series) -> pd.Series:  # type: ignore[override]
+        n = next(len(a) for a in args if isinstance(a, pd.Series))
+        # the planner passes constant arguments (a literal meter version) as plain scalars
+        cols = [a if isinstance(a, pd.Series) else pd.Series([a] * n) for a in args]
+        rows = self.rows(cols)
+        if rows:
+            self.ch.execute(
+                f"INSERT INTO {self.settings.clickhouse_database}.{self.table} "
+                f"({', '.join(self.columns)}) VALUES",
+                rows,
             )
-            for c, m, ws, we, n, v in zip(
-                customer_id, meter, window_start, window_end, event_count, value_sum, strict=True
+            self.rows_written.inc(len(rows))
+        return pd.Series([1] * n, dtype="int64")
+
+
+EVENT_COLUMNS = (
+    "customer_id",
+    "event_id",
+    "event_name",
+    "timestamp_ms",
+    "event_time",
+    "value",
+    "properties",
+    "source",
+    "schema_id",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+)
+EVENT_SQL_ARGS = (
+    "customer_id, event_id, event_name, ts_ms, event_value, properties, source, "
+    "schema_id, kafka_topic, kafka_partition, kafka_offset"
+)
+
+
+def _event_rows(cols: Sequence[pd.Series], now: datetime) -> list[tuple]:
+    out = []
+    for c, e, n, ms, v, p, s, sid, t, part, off, *extra in zip(*cols, strict=True):
+        ms = int(ms)
+        out.append(
+            (
+                c,
+                e,
+                n,
+                ms,
+                datetime.fromtimestamp(ms // 1000, UTC).replace(tzinfo=None),
+                v,
+                p,
+                s or "",
+                int(sid),
+                t,
+                int(part),
+                int(off),
+                *(int(x) for x in extra),
+                now,
             )
-        ]
-        insert_windows(self.ch, self.settings.clickhouse_database, windows)
-        return pd.Series([1] * len(windows), dtype="int64")
+        )
+    return out
 
 
-def sink_usage_windows(t_env: TableEnvironment, windows: Table, settings: Settings):
-    write = udf(
-        WriteUsageWindows(settings),
-        result_type=DataTypes.BIGINT(),
-        func_type="pandas",
+def _naive_utc(x: object) -> datetime:
+    t = pd.Timestamp(x)
+    if t.tzinfo is not None:
+        t = t.tz_convert("UTC").tz_localize(None)
+    return t.to_pydatetime()
+
+
+class WriteEvents(ClickHouseBatchWriter):
+    table = "events"
+    columns = (*EVENT_COLUMNS, "ingested_at")
+
+    def rows(self, cols: Sequence[pd.Series]) -> list[tuple]:
+        return _event_rows(cols, datetime.now(UTC).replace(tzinfo=None, microsecond=0))
+
+
+class WriteLateEvents(ClickHouseBatchWriter):
+    table = "late_events"
+    columns = (*EVENT_COLUMNS, "watermark_ms", "ingested_at")
+
+    def rows(self, cols: Sequence[pd.Series]) -> list[tuple]:
+        return _event_rows(cols, datetime.now(UTC).replace(tzinfo=None, microsecond=0))
+
+
+class WriteUsageWindows(ClickHouseBatchWriter):
+    table = "usage_windows"
+    columns = (
+        "customer_id",
+        "meter",
+        "meter_version",
+        "dimensions",
+        "window_start",
+        "window_end",
+        "event_count",
+        "quantity",
+        "revision",
+        "written_at",
     )
-    t_env.create_temporary_function("write_usage_windows", write)
-    t_env.create_temporary_view("windows", windows)
+
+    def __init__(self, settings: Settings, meters: Sequence[Meter]) -> None:
+        super().__init__(settings)
+        self.aggregations = {m.id: m.aggregation for m in meters}
+
+    def rows(self, cols: Sequence[pd.Series]) -> list[tuple]:
+        from meterflow.aggregation import Partials, window_quantity
+
+        now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        out = []
+        for meter, ver, cust, dims, ws, we, n, s, mn, mx, uc, lk in zip(*cols, strict=True):
+            p = Partials(int(n), s, mn, mx, None if pd.isna(uc) else int(uc), lk)
+            # A retraction (-U) of an older firing is written too; it carries a lower revision,
+            # so FINAL still returns the newest.
+            out.append(
+                (
+                    cust,
+                    meter,
+                    int(ver),
+                    dims,
+                    _naive_utc(ws),
+                    _naive_utc(we),
+                    int(n),
+                    window_quantity(self.aggregations[meter], p),
+                    int(n),
+                    now,
+                )
+            )
+        return out
+
+
+def kafka_sink_ddl(
+    name: str,
+    topic: str,
+    columns: str,
+    fmt: str,
+    settings: Settings,
+    opts: JobOptions,
+    key: str | None = None,
+) -> str:
+    key_opts = (
+        f"'key.format' = 'raw', 'key.fields' = '{key}', 'value.fields-include' = 'EXCEPT_KEY',"
+        if key
+        else ""
+    )
+    return f"""
+    CREATE TEMPORARY TABLE {name} ({columns}) WITH (
+        'connector' = 'kafka',
+        'topic' = '{topic}',
+        'properties.bootstrap.servers' = '{settings.kafka_bootstrap}',
+        'sink.delivery-guarantee' = 'exactly-once',
+        'sink.transactional-id-prefix' = '{opts.group_id}-{name}',
+        'properties.transaction.timeout.ms' = '900000',
+        {key_opts}
+        'value.format' = '{fmt}'
+    )
+    """
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+def shared(t_env: StreamTableEnvironment, table: Table) -> Table:
+    """Materialise `table` once as a DataStream and read it back, keeping event time and the
+    upstream watermarks, so that several consumers share one computation."""
+    schema = Schema.new_builder()
+    for name, typ in zip(
+        table.get_schema().get_field_names(), table.get_schema().get_field_data_types(), strict=True
+    ):
+        if name != "pt":
+            schema.column(name, typ)
+    # `et`: the stream record's event time (what `ts` was), again a rowtime attribute
+    schema.column_by_metadata("et", DataTypes.TIMESTAMP_LTZ(3), "rowtime")
+    schema.watermark("et", "SOURCE_WATERMARK()")
+    return t_env.from_data_stream(
+        t_env.to_data_stream(table.drop_columns(col("pt"))), schema.build()
+    )
+
+
+def window_union_sql(meters: Sequence[Meter], window_s: int) -> str | None:
+    parts = [
+        f"SELECT '{m.id}' AS meter, {m.version} AS meter_version, customer_id, m{i}_d AS dims, "
+        f"m{i}_q AS q, m{i}_u AS u, m{i}_l AS l, et FROM on_time WHERE m{i}_sel"
+        for i, m in enumerate(meters)
+        if m.window.seconds == window_s
+    ]
+    return "\nUNION ALL\n".join(parts) if parts else None
+
+
+def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
+    env, t_env = table_env(opts)
+    t_env.create_temporary_view("decoded", decoded_table(t_env, settings, meters, opts))
+    stmts = t_env.create_statement_set()
+
+    # dead letters: reason, original bytes and where they came from
     t_env.execute_sql(
-        "CREATE TEMPORARY TABLE windows_written (n BIGINT) WITH ('connector' = 'blackhole')"
+        kafka_sink_ddl(
+            "dlq_sink",
+            settings.dlq_topic,
+            "reason STRING, detail STRING, payload BYTES, `topic` STRING, `partition` INT, "
+            "`offset` BIGINT, record_ts_ms BIGINT",
+            "json",
+            settings,
+            opts,
+        )
     )
-    return t_env.execute_sql(
-        """
-        INSERT INTO windows_written
-        SELECT write_usage_windows(customer_id, meter, window_start, window_end,
-                                   event_count, value_sum)
-        FROM windows
-        """
+    stmts.add_insert_sql(
+        "INSERT INTO dlq_sink SELECT status, detail, payload, kafka_topic, kafka_partition, "
+        "kafka_offset, record_ts_ms FROM decoded WHERE status <> 'OK'"
     )
 
+    # first copy of each event_id wins; later copies within the horizon are dropped here
+    t_env.execute_sql(
+        "CREATE TEMPORARY VIEW unique_events AS SELECT * FROM ("
+        " SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY pt ASC) AS rn"
+        " FROM decoded WHERE status = 'OK') WHERE rn = 1"
+    )
+    lateness = interval(opts.allowed_lateness_s)
+    classified = t_env.sql_query(
+        "SELECT *, "
+        f"COALESCE(ts < CURRENT_WATERMARK(ts) - {lateness}, FALSE) AS is_late, "
+        "CAST(UNIX_TIMESTAMP(CAST(CURRENT_WATERMARK(ts) AS STRING)) AS BIGINT) AS wm_s "
+        "FROM unique_events"
+    )
+    # One dedup for every consumer: without this cut the planner pushes each consumer's
+    # projection into its own copy of the Deduplicate operator (and its state).
+    t_env.create_temporary_view("classified", shared(t_env, classified))
+    t_env.execute_sql("CREATE TEMPORARY VIEW on_time AS SELECT * FROM classified WHERE NOT is_late")
+    t_env.execute_sql("CREATE TEMPORARY VIEW late AS SELECT * FROM classified WHERE is_late")
 
-def build(settings: Settings, opts: JobOptions):
-    t_env = table_env(opts)
-    t_env.execute_sql(source_ddl(settings, opts))
-    return sink_usage_windows(t_env, usage_windows(t_env), settings)
+    t_env.execute_sql("CREATE TEMPORARY TABLE written (n BIGINT) WITH ('connector' = 'blackhole')")
+    for name, fn in (
+        ("write_events", WriteEvents(settings)),
+        ("write_late_events", WriteLateEvents(settings)),
+        ("write_usage_windows", WriteUsageWindows(settings, meters)),
+    ):
+        t_env.create_temporary_function(
+            name, udf(fn, result_type=DataTypes.BIGINT(), func_type="pandas")
+        )
+    stmts.add_insert_sql(f"INSERT INTO written SELECT write_events({EVENT_SQL_ARGS}) FROM on_time")
+    stmts.add_insert_sql(
+        f"INSERT INTO written SELECT write_late_events({EVENT_SQL_ARGS}, "
+        "COALESCE(wm_s * 1000, -1)) FROM late"
+    )
+    t_env.execute_sql(
+        kafka_sink_ddl(
+            "late_sink",
+            settings.late_topic,
+            "customer_id STRING, payload BYTES",
+            "raw",
+            settings,
+            opts,
+            key="customer_id",
+        )
+    )
+    stmts.add_insert_sql("INSERT INTO late_sink SELECT customer_id, payload FROM late")
+
+    for window_s in sorted({m.window.seconds for m in meters}):
+        union = window_union_sql(meters, window_s)
+        assert union is not None
+        size = interval(window_s)
+        stmts.add_insert_sql(f"""
+            INSERT INTO written
+            SELECT write_usage_windows(meter, meter_version, customer_id, dims, ws, we, n, s,
+                                       mn, mx, uc, lk)
+            FROM (
+              SELECT meter, meter_version, customer_id, dims,
+                     TUMBLE_START(et, {size}) AS ws, TUMBLE_END(et, {size}) AS we,
+                     COUNT(*) AS n, SUM(q) AS s, MIN(q) AS mn, MAX(q) AS mx,
+                     COUNT(DISTINCT u) AS uc, MAX(l) AS lk
+              FROM ({union})
+              GROUP BY meter, meter_version, customer_id, dims, TUMBLE(et, {size})
+            )""")
+    stmts.attach_as_datastream()
+    return env
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,16 +609,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bounded", action="store_true", help="stop after the offsets present at start")
     p.add_argument("--parallelism", type=int, default=JobOptions.parallelism)
     p.add_argument("--out-of-orderness", type=int, default=JobOptions.out_of_orderness_s)
+    p.add_argument("--allowed-lateness", type=int, default=JobOptions.allowed_lateness_s)
+    p.add_argument("--dedup-horizon", type=int, default=JobOptions.dedup_horizon_s)
+    p.add_argument("--checkpoint-interval", type=int, default=JobOptions.checkpoint_interval_s)
+    p.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINTS)
+    p.add_argument("--restore", default=None, help="checkpoint path to restore, or 'latest'")
     p.add_argument("--group-id", default=JobOptions.group_id)
+    p.add_argument("--meters", type=Path, default=DEFAULT_METERS_FILE)
     a = p.parse_args(argv)
     opts = JobOptions(
         bounded=a.bounded,
         parallelism=a.parallelism,
         out_of_orderness_s=a.out_of_orderness,
+        allowed_lateness_s=a.allowed_lateness,
+        dedup_horizon_s=a.dedup_horizon,
+        checkpoint_interval_s=a.checkpoint_interval,
+        checkpoint_dir=a.checkpoint_dir / a.group_id,
+        restore_from=a.restore,
         group_id=a.group_id,
+        meters_file=a.meters,
     )
-    result = build(Settings(), opts)
-    result.wait()
+    env = build(Settings(), load_meters(opts.meters_file), opts)
+    env.execute(f"meterflow-metering[{opts.group_id}]")
 
 
 if __name__ == "__main__":

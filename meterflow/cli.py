@@ -16,7 +16,7 @@ def cmd_init(settings: Settings, _args: argparse.Namespace) -> None:
     from connectors.registry import register_event_schema
     from meterflow.events import schema_text
 
-    created = ensure_topics(settings, [settings.events_topic])
+    created = ensure_topics(settings, settings.all_topics)
     schema_id = register_event_schema(settings, schema_text(1))
     applied = migrate(settings)
     print(
@@ -48,28 +48,28 @@ def cmd_job(_settings: Settings, args: argparse.Namespace) -> None:
     metering.main(args.job_args)
 
 
-def cmd_usage(settings: Settings, _args: argparse.Namespace) -> None:
+def cmd_usage(settings: Settings, args: argparse.Namespace) -> None:
     from connectors.clickhouse import connect, read_windows
 
-    rows = read_windows(connect(settings), settings.clickhouse_database)
-    header = ("customer", "meter", "window_start (UTC)", "events", "sum")
+    rows = read_windows(connect(settings), settings.clickhouse_database, args.customer)
+    header = ("customer", "meter", "v", "dimensions", "window_start (UTC)", "events", "quantity")
     table = [
         (
             w.customer_id,
             w.meter,
+            str(w.meter_version),
+            w.dimensions,
             w.window_start.strftime("%Y-%m-%d %H:%M"),
             str(w.event_count),
-            f"{w.value_sum.normalize():f}",
+            f"{w.quantity.normalize():f}",
         )
         for w in rows
     ]
-    widths = [
-        max(len(h), *(len(r[i]) for r in table)) if table else len(h) for i, h in enumerate(header)
-    ]
+    widths = [max([len(h)] + [len(r[i]) for r in table]) for i, h in enumerate(header)]
     print("  ".join(h.ljust(wd) for h, wd in zip(header, widths, strict=True)))
     for r in table:
         print("  ".join(c.ljust(wd) for c, wd in zip(r, widths, strict=True)))
-    print(f"{len(rows)} windows, {sum(w.event_count for w in rows)} events")
+    print(f"{len(rows)} windows")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     pr.add_argument("--minutes", type=int, default=3, help="event-time span of the demo traffic")
     pr.add_argument("--seed", type=int, default=7)
     sub.add_parser("job", help="run the streaming metering job (other args go to jobs.metering)")
-    sub.add_parser("usage", help="print the usage windows stored in ClickHouse")
+    us = sub.add_parser("usage", help="print the usage windows stored in ClickHouse")
+    us.add_argument("--customer", default=None)
     args, extra = p.parse_known_args(argv)
     if extra and args.command != "job":
         p.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -33,6 +33,18 @@ class Settings:
     topic_partitions: int = field(default_factory=lambda: int(_env("METERFLOW_PARTITIONS", "2")))
 
     @property
+    def dlq_topic(self) -> str:
+        return f"{self.events_topic}-dlq"
+
+    @property
+    def late_topic(self) -> str:
+        return f"{self.events_topic}-late"
+
+    @property
+    def all_topics(self) -> list[str]:
+        return [self.events_topic, self.dlq_topic, self.late_topic]
+
+    @property
     def events_subject(self) -> str:
         # TopicNameStrategy: the subject confluent-kafka's serializer and Flink's format both use.
         return f"{self.events_topic}-value"

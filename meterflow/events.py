@@ -69,12 +69,15 @@ def demo_events(
     span_ms = int(span.total_seconds() * 1000)
     for i in range(count):
         name = event_names[i % len(event_names)]
+        props = {"region": rng.choice(("eu-west-1", "us-east-1"))}
+        if name == "llm_tokens":
+            props["model"] = rng.choice(("small", "large"))
         yield UsageEvent(
             event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             event_name=name,
             customer_id=f"cust-{rng.randrange(customers):03d}",
             timestamp=start + timedelta(milliseconds=rng.randrange(span_ms)),
             value=Decimal(rng.randrange(1, 2000)) if name == "llm_tokens" else Decimal(1),
-            properties={"region": rng.choice(("eu-west-1", "us-east-1"))},
+            properties=props,
             source="meterflow-demo",
         )

@@ -6,12 +6,16 @@ data or the demo's. A missing service is a failure with a pointer to `make up`, 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -57,6 +61,7 @@ def base_settings() -> Settings:
 class Scratch:
     settings: Settings
     run_id: str
+    checkpoints: Path
 
     def env(self) -> dict[str, str]:
         return {
@@ -65,19 +70,22 @@ class Scratch:
             "METERFLOW_DB": self.settings.clickhouse_database,
         }
 
-    def run_job(self, *args: str, group_id: str | None = None) -> subprocess.CompletedProcess:
-        """Run the metering job on the local mini-cluster in its own process, bounded."""
-        cmd = [
+    def job_cmd(self, *args: str, group_id: str | None = None) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "jobs.metering",
-            "--bounded",
             "--group-id",
             group_id or f"it-{self.run_id}",
+            "--checkpoint-dir",
+            str(self.checkpoints),
             *args,
         ]
+
+    def run_job(self, *args: str, group_id: str | None = None) -> subprocess.CompletedProcess:
+        """Run the metering job bounded on the local mini-cluster, in its own process."""
         proc = subprocess.run(
-            cmd,
+            self.job_cmd("--bounded", *args, group_id=group_id),
             cwd=REPO_ROOT,
             env=self.env(),
             capture_output=True,
@@ -87,19 +95,63 @@ class Scratch:
         assert proc.returncode == 0, f"job failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
         return proc
 
+    def start_job(self, *args: str, group_id: str | None = None) -> subprocess.Popen:
+        """Start the unbounded job in its own process group (so a test can kill all of it)."""
+        log = open(self.checkpoints / f"job-{time.time_ns()}.log", "w")  # noqa: SIM115
+        return subprocess.Popen(
+            self.job_cmd(*args, group_id=group_id),
+            cwd=REPO_ROOT,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
-@pytest.fixture
-def scratch(base_settings: Settings) -> Iterator[Scratch]:
+    def ch(self):
+        return connect(self.settings)
+
+    def query(self, sql: str, params: dict | None = None) -> list[tuple]:
+        return self.ch().execute(sql.replace("{db}", self.settings.clickhouse_database), params)
+
+    def wait_for(self, what: str, check, timeout: float = 180.0, job=None) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if job is not None and job.poll() is not None:
+                pytest.fail(f"job exited ({job.returncode}) while waiting for {what}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(1)
+
+
+def kill_job(job: subprocess.Popen) -> None:
+    """SIGKILL the job's whole process group: driver, JVM and Python workers, no clean-up."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(job.pid, signal.SIGKILL)
+    job.wait(30)
+
+
+@contextlib.contextmanager
+def make_scratch(base: Settings, tmp: Path) -> Iterator[Scratch]:
     run_id = uuid.uuid4().hex[:10]
-    settings = replace(
-        base_settings,
-        events_topic=f"it-events-{run_id}",
-        clickhouse_database=f"it_{run_id}",
-    )
-    ensure_topics(settings, [settings.events_topic])
+    settings = replace(base, events_topic=f"it-events-{run_id}", clickhouse_database=f"it_{run_id}")
+    ensure_topics(settings, settings.all_topics)
     register_event_schema(settings, schema_text(1))
     migrate(settings)
-    yield Scratch(settings, run_id)
-    connect(settings).execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
-    delete_topics(settings, [settings.events_topic])
-    registry_client(settings).delete_subject(settings.events_subject, permanent=False)
+    try:
+        yield Scratch(settings, run_id, tmp)
+    finally:
+        connect(settings).execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
+        delete_topics(settings, settings.all_topics)
+        registry_client(settings).delete_subject(settings.events_subject, permanent=False)
+
+
+@pytest.fixture
+def scratch(base_settings: Settings, tmp_path: Path) -> Iterator[Scratch]:
+    with make_scratch(base_settings, tmp_path) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def module_scratch(base_settings: Settings, tmp_path_factory) -> Iterator[Scratch]:
+    with make_scratch(base_settings, tmp_path_factory.mktemp("scratch")) as s:
+        yield s

@@ -7,7 +7,10 @@ from decimal import Decimal
 
 from connectors.clickhouse import connect, read_windows
 from connectors.producer import produce_events
+from meterflow.config import REPO_ROOT
 from meterflow.events import UsageEvent
+
+METERS = str(REPO_ROOT / "tests" / "integration" / "data" / "skeleton_meters.yaml")
 
 
 def _base() -> datetime:
@@ -40,7 +43,7 @@ def _events(base: datetime) -> list[UsageEvent]:
 
 def _as_tuples(windows):
     return [
-        (w.customer_id, w.meter, w.window_start, w.window_end, w.event_count, w.value_sum)
+        (w.customer_id, w.meter, w.window_start, w.window_end, w.event_count, w.quantity)
         for w in windows
     ]
 
@@ -51,23 +54,27 @@ def test_known_events_become_exact_usage_rows_and_rewrites_do_not_double_count(s
     m = timedelta(minutes=1)
     assert produce_events(s, _events(base)) == 8
 
-    scratch.run_job()
+    scratch.run_job("--meters", METERS)
     ch = connect(s)
     expected = [
-        ("c-a", "api_call", base, base + m, 2, Decimal(0)),
-        ("c-a", "api_call", base + m, base + 2 * m, 1, Decimal(0)),
+        ("c-a", "api_call", base, base + m, 2, Decimal(2)),
+        ("c-a", "api_call", base + m, base + 2 * m, 1, Decimal(1)),
         ("c-a", "llm_tokens", base, base + m, 2, Decimal("100.75")),
-        ("c-b", "api_call", base + 2 * m, base + 3 * m, 1, Decimal(0)),
+        ("c-b", "api_call", base + 2 * m, base + 3 * m, 1, Decimal(1)),
         ("c-b", "llm_tokens", base + m, base + 2 * m, 2, Decimal(10)),
     ]
     assert _as_tuples(read_windows(ch, s.clickhouse_database)) == expected
 
     # Replay the whole topic with a fresh consumer group: every window is written again.
     second_run_start = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
-    scratch.run_job(group_id=f"it-{scratch.run_id}-replay")
+    scratch.run_job("--meters", METERS, group_id=f"it-{scratch.run_id}-replay")
     assert _as_tuples(read_windows(ch, s.clickhouse_database)) == expected
     rewritten = ch.execute(
         f"SELECT count(), min(written_at) FROM {s.clickhouse_database}.usage_windows FINAL"
     )[0]
     assert rewritten[0] == len(expected)
     assert rewritten[1] >= second_run_start, "the replay did not rewrite the windows"
+    events = ch.execute(
+        f"SELECT count(), uniqExact(event_id) FROM {s.clickhouse_database}.events FINAL"
+    )
+    assert events == [(8, 8)]
