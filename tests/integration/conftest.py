@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connectors.clickhouse import connect, migrate
@@ -113,13 +114,45 @@ class Scratch:
     def query(self, sql: str, params: dict | None = None) -> list[tuple]:
         return self.ch().execute(sql.replace("{db}", self.settings.clickhouse_database), params)
 
-    def wait_for(self, what: str, check, timeout: float = 180.0, job=None) -> None:
+    def topic_records(self, topic: str, quiet_s: float = 5.0) -> list[Message]:
+        """Every committed record of `topic` from the beginning (read_committed). Stops at the
+        end offsets, or after `quiet_s` without progress (an open transaction holds the end)."""
+        c = Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "group.id": f"check-{self.run_id}-{topic}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        )
+        md = c.list_topics(topic, timeout=10).topics[topic]
+        parts = [TopicPartition(topic, p, 0) for p in md.partitions]
+        ends = {p.partition: c.get_watermark_offsets(p, timeout=10)[1] for p in parts}
+        c.assign(parts)
+        out: list[Message] = []
+        last_progress = time.monotonic()
+        # Transactional topics end with commit markers, so "caught up" is the consumer's position
+        # reaching the end offset, not a message at end - 1.
+        while any(
+            ends[p.partition] > 0 and p.offset < ends[p.partition] for p in c.position(parts)
+        ):
+            if time.monotonic() - last_progress > quiet_s:
+                break
+            for msg in c.consume(1000, timeout=0.5):
+                assert msg.error() is None, msg.error()
+                out.append(msg)
+                last_progress = time.monotonic()
+        c.close()
+        return out
+
+    def wait_for(self, what: str, check, timeout: float = 180.0, job=None, describe=None) -> None:
         deadline = time.monotonic() + timeout
         while not check():
             if job is not None and job.poll() is not None:
                 pytest.fail(f"job exited ({job.returncode}) while waiting for {what}")
             if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout}s waiting for {what}")
+                detail = f": {describe()}" if describe else ""
+                pytest.fail(f"timed out after {timeout}s waiting for {what}{detail}")
             time.sleep(1)
 
 

@@ -99,3 +99,12 @@ WINDOWS_SQL = (
     "SELECT customer_id, meter, meter_version, dimensions, window_start, window_end, "
     "event_count, quantity FROM {db}.usage_windows FINAL"
 )
+
+
+def window_diff(actual: dict, expected: dict, limit: int = 8) -> str:
+    missing = [(k, expected[k]) for k in expected if k not in actual][:limit]
+    extra = [(k, actual[k]) for k in actual if k not in expected][:limit]
+    wrong = [
+        (k, actual[k], expected[k]) for k in expected if k in actual and actual[k] != expected[k]
+    ][:limit]
+    return f"missing {missing}; unexpected {extra}; wrong (actual, expected) {wrong}"

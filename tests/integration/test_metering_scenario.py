@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from connectors.producer import produce_raw
 from meterflow.config import REPO_ROOT
@@ -32,32 +30,6 @@ def run(module_scratch):
     produce_raw(module_scratch.settings, [(r.key, r.value, r.timestamp_ms) for r in sc.records])
     module_scratch.run_job("--meters", str(METERS))
     return module_scratch, sc
-
-
-def _topic_records(scratch, topic: str) -> list:
-    c = Consumer(
-        {
-            "bootstrap.servers": scratch.settings.kafka_bootstrap,
-            "group.id": f"check-{scratch.run_id}-{topic}",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-        }
-    )
-    md = c.list_topics(topic, timeout=10).topics[topic]
-    parts = [TopicPartition(topic, p, 0) for p in md.partitions]
-    ends = {p.partition: c.get_watermark_offsets(p, timeout=10)[1] for p in parts}
-    c.assign(parts)
-    out = []
-    deadline = time.monotonic() + 60
-    # Transactional topics hold commit markers at the end, so "caught up" is the consumer's
-    # position reaching the end offset, not the last message's offset.
-    while any(ends[p.partition] > 0 and p.offset < ends[p.partition] for p in c.position(parts)):
-        assert time.monotonic() < deadline, f"timed out reading {topic}"
-        for msg in c.consume(1000, timeout=1):
-            assert msg.error() is None, msg.error()
-            out.append(msg)
-    c.close()
-    return out
 
 
 def test_every_meter_window_matches_ground_truth(run):
@@ -88,10 +60,10 @@ def test_dead_letters_carry_reason_original_bytes_and_position(run):
     produced = {(r.value, r.kind) for r in sc.records if r.kind in MALFORMED_KINDS}
     source = {
         (m.partition(), m.offset()): m.value()
-        for m in _topic_records(scratch, scratch.settings.events_topic)
+        for m in scratch.topic_records(scratch.settings.events_topic)
     }
     reasons: Counter[str] = Counter()
-    for m in _topic_records(scratch, scratch.settings.dlq_topic):
+    for m in scratch.topic_records(scratch.settings.dlq_topic):
         d = json.loads(m.value())
         payload = base64.b64decode(d["payload"])
         assert d["topic"] == scratch.settings.events_topic
@@ -105,10 +77,10 @@ def test_dead_letters_carry_reason_original_bytes_and_position(run):
 
 def test_every_input_is_accounted_for_exactly_once(run):
     scratch, sc = run
-    inputs = len(_topic_records(scratch, scratch.settings.events_topic))
+    inputs = len(scratch.topic_records(scratch.settings.events_topic))
     accepted = scratch.query("SELECT count() FROM {db}.events FINAL")[0][0]
     late = scratch.query("SELECT count() FROM {db}.late_events FINAL")[0][0]
-    dead = len(_topic_records(scratch, scratch.settings.dlq_topic))
+    dead = len(scratch.topic_records(scratch.settings.dlq_topic))
     duplicates = inputs - accepted - late - dead
     assert (accepted, late, dead, duplicates) == (
         len(sc.accepted),

@@ -1,0 +1,153 @@
+"""Event time on a running (unbounded) job: late-but-allowed events re-emit their windows,
+events beyond allowed lateness go to the late topic and table, and a job killed mid-stream and
+restored from its last checkpoint ends with the same results as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from connectors.producer import produce_raw
+from meterflow.config import REPO_ROOT
+from meterflow.scenario import Record, ScenarioConfig, flush_phase, generate
+from tests.integration.conftest import kill_job, make_scratch
+from tests.integration.expected import WINDOWS_SQL, actual_windows, expected_windows, window_diff
+
+METERS = str(REPO_ROOT / "tests" / "integration" / "data" / "scenario_meters.yaml")
+JOB_ARGS = ("--meters", METERS, "--checkpoint-interval", "2")
+
+
+def _start() -> datetime:
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+
+
+def _produce(scratch, records: list[Record]) -> None:
+    produce_raw(scratch.settings, [(r.key, r.value, r.timestamp_ms) for r in records])
+
+
+def _windows(scratch):
+    return actual_windows(scratch.query(WINDOWS_SQL))
+
+
+def _count(scratch, table: str) -> int:
+    return scratch.query(f"SELECT count() FROM {{db}}.{table} FINAL")[0][0]
+
+
+def test_allowed_lateness_re_emits_and_beyond_lateness_goes_to_late_outputs(scratch):
+    cfg = ScenarioConfig(
+        seed=7, start=_start(), events=800, malformed_per_kind=0, allowed_late=12, late=9
+    )
+    sc = generate(cfg)
+    phase1, phase2 = sc.phases
+    # the generator appends phase 2's allowed-late events after phase 1's events
+    on_time, allowed = sc.accepted[: cfg.events], sc.accepted[cfg.events :]
+    assert len(allowed) == 12
+    head = max(e.timestamp for e in on_time)
+    flush = flush_phase(sc, cfg, at=head + timedelta(hours=2))
+
+    job = scratch.start_job(*JOB_ARGS)
+    try:
+        _produce(scratch, phase1)
+        # Phase 1 is processed and the watermark is past the newest complete minute once that
+        # minute's windows are in ClickHouse.
+        minute = timedelta(minutes=1)
+        fence = max(
+            (
+                k
+                for k in expected_windows(on_time)
+                if k[5] - k[4] == minute and k[5] <= head - timedelta(seconds=10)
+            ),
+            key=lambda k: k[5],
+        )
+        scratch.wait_for("phase 1 windows", lambda: fence in _windows(scratch), job=job)
+        scratch.wait_for("phase 1 events", lambda: _count(scratch, "events") == cfg.events, job=job)
+        before = _windows(scratch)
+
+        _produce(scratch, phase2)
+        _produce(scratch, flush)
+        expected = expected_windows(sc.accepted)
+        scratch.wait_for(
+            "all windows",
+            lambda: _windows(scratch) == expected,
+            job=job,
+            describe=lambda: window_diff(_windows(scratch), expected),
+        )
+        scratch.wait_for(
+            "late events", lambda: _count(scratch, "late_events") == len(sc.late), job=job
+        )
+    finally:
+        kill_job(job)
+
+    # every window an allowed-late event falls into was fired before it arrived and fired again
+    touched = {
+        k
+        for k in expected
+        if any(k[0] == e.customer_id and k[4] <= e.timestamp < k[5] for e in allowed)
+    }
+    refired = [k for k in touched if k in before and before[k] != expected[k]]
+    assert refired, "no window was re-emitted for the allowed-late events"
+    assert all(expected[k][0] > before[k][0] for k in refired)
+
+    late_rows = scratch.query("SELECT event_id, watermark_ms FROM {db}.late_events FINAL")
+    assert {r[0] for r in late_rows} == {e.event_id for e in sc.late}
+    for event_id, wm in late_rows:
+        ev = next(e for e in sc.late if e.event_id == event_id)
+        assert (
+            wm - (ev.timestamp - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+        ) > cfg.allowed_lateness // timedelta(milliseconds=1)
+    late_ids = {e.event_id for e in sc.late}
+    assert not scratch.query(
+        "SELECT count() FROM {db}.events FINAL WHERE event_id IN %(ids)s", {"ids": tuple(late_ids)}
+    )[0][0]
+    late_bytes = {m.value() for m in scratch.topic_records(scratch.settings.late_topic)}
+    assert late_bytes == {r.value for r in phase2 if r.kind == "late"}
+
+
+def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
+    scratch, base_settings, tmp_path
+):
+    cfg = ScenarioConfig(seed=9, start=_start(), events=4000, malformed_per_kind=1)
+    sc = generate(cfg)
+    (records,) = sc.phases
+    head = max(e.timestamp for e in sc.accepted)
+    flush = flush_phase(sc, cfg, at=head + timedelta(hours=2))
+    cut = len(records) * 6 // 10
+
+    job = scratch.start_job(*JOB_ARGS)
+    try:
+        _produce(scratch, records[:cut])
+        group_dir = scratch.checkpoints / f"it-{scratch.run_id}"
+        scratch.wait_for(
+            "a completed checkpoint", lambda: any(group_dir.glob("*/chk-*/_metadata")), job=job
+        )
+        scratch.wait_for("some events stored", lambda: _count(scratch, "events") > 0, job=job)
+        _produce(scratch, records[cut : cut + 200])
+    finally:
+        kill_job(job)  # SIGKILL mid-stream: no clean shutdown, no final checkpoint
+
+    _produce(scratch, records[cut + 200 :] + flush)
+    job = scratch.start_job(*JOB_ARGS, "--restore", "latest")
+    expected = expected_windows(sc.accepted)
+    try:
+        scratch.wait_for(
+            "all windows after restore", lambda: _windows(scratch) == expected, timeout=240, job=job
+        )
+        scratch.wait_for(
+            "all events", lambda: _count(scratch, "events") == len(sc.accepted), job=job
+        )
+    finally:
+        kill_job(job)
+
+    with make_scratch(base_settings, tmp_path) as ref:
+        _produce(ref, records + flush)
+        ref.run_job("--meters", METERS)
+        assert _windows(ref) == _windows(scratch) == expected
+        events_sql = "SELECT event_id, event_name, value, properties FROM {db}.events FINAL"
+        assert sorted(ref.query(events_sql)) == sorted(scratch.query(events_sql))
+
+    # the dead-letter topic is written transactionally: each record once despite the crash
+    reasons = Counter(
+        json.loads(m.value())["reason"] for m in scratch.topic_records(scratch.settings.dlq_topic)
+    )
+    assert reasons == sc.dead_letters
