@@ -40,7 +40,6 @@ from meterflow.meters import DEFAULT_METERS_FILE, Meter, load_meters
 JARS_DIR = REPO_ROOT / "build" / "flink-jars"
 DEFAULT_CHECKPOINTS = REPO_ROOT / "var" / "checkpoints"
 Q = DataTypes.DECIMAL(38, 12)
-EPOCH_TS = pd.Timestamp(0, unit="ms")
 
 
 @dataclass(frozen=True)
@@ -187,6 +186,13 @@ def decoded_fields(meters: Sequence[Meter]) -> list[tuple[str, object]]:
     ]
 
 
+def _epoch_ms(col: pd.Series) -> list[int]:
+    """TIMESTAMP_LTZ column (tz-aware or naive UTC) -> epoch milliseconds."""
+    values = pd.to_datetime(col, utc=True)
+    # unit-safe: pandas may hand us datetime64 in ns, us or ms
+    return ((values - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)).tolist()
+
+
 class DecodeRecords(ScalarFunction):
     """Arrow batch of Kafka records -> one row per record: decoded event + measurements, or a
     dead-letter verdict. Deterministic given the record, so a replay decodes identically."""
@@ -209,17 +215,18 @@ class DecodeRecords(ScalarFunction):
         from meterflow.decoding import Accepted, decode
 
         n_meters = len(self.meters)
-        cols: dict[str, list] = {name: [] for name, _ in decoded_fields(self.meters)}
-        record_ts = batch.iloc[:, 4]
+        names = [name for name, _ in decoded_fields(self.meters)]
+        cols: dict[str, list] = {name: [] for name in names if name != "ts"}
+        record_ms = _epoch_ms(batch.iloc[:, 4])
         for payload, topic, part, off, rts in zip(
             batch.iloc[:, 0],
             batch.iloc[:, 1],
             batch.iloc[:, 2],
             batch.iloc[:, 3],
-            record_ts,
+            record_ms,
             strict=True,
         ):
-            rts_ms = int(pd.Timestamp(rts).value // 1_000_000)
+            rts_ms = int(rts)
             v = decode(payload, rts_ms, self.schemas, self.meters, self.limits)
             cols["payload"].append(payload)
             cols["kafka_topic"].append(topic)
@@ -233,7 +240,6 @@ class DecodeRecords(ScalarFunction):
                 cols["event_id"].append(v.event_id)
                 cols["event_name"].append(v.event_name)
                 cols["customer_id"].append(v.customer_id)
-                cols["ts"].append(pd.Timestamp(v.timestamp_ms, unit="ms"))
                 cols["ts_ms"].append(v.timestamp_ms)
                 cols["event_value"].append(v.value)
                 cols["properties"].append(
@@ -265,9 +271,6 @@ class DecodeRecords(ScalarFunction):
                     "schema_id",
                 ):
                     cols[name].append(None)
-                # The rowtime column may not be null; the epoch never advances the watermark
-                # (max seen - bound) and dead letters never reach an event-time operator.
-                cols["ts"].append(EPOCH_TS)
             for i in range(n_meters):
                 base = i * 5
                 cols[f"m{i}_sel"].append(bool(per_meter[base]))
@@ -277,7 +280,10 @@ class DecodeRecords(ScalarFunction):
                 cols[f"m{i}_l"].append(per_meter[base + 4])
         self.records_in.inc(len(batch))
         out = pd.DataFrame(cols)
-        out["ts"] = pd.to_datetime(out["ts"])
+        # The rowtime column may not be null: dead letters get the epoch, which never advances
+        # the watermark (max seen - bound) and never reaches an event-time operator.
+        ts_ms = pd.Series([0 if t is None else t for t in cols["ts_ms"]], dtype="int64")
+        out.insert(names.index("ts"), "ts", pd.to_datetime(ts_ms, unit="ms"))
         return out
 
 
@@ -346,19 +352,9 @@ class ClickHouseBatchWriter(ScalarFunction):
 
 
 EVENT_COLUMNS = (
-    "customer_id",
-    "event_id",
-    "event_name",
-    "timestamp_ms",
-    "event_time",
-    "value",
-    "properties",
-    "source",
-    "schema_id",
-    "kafka_topic",
-    "kafka_partition",
-    "kafka_offset",
-)
+    "customer_id", "event_id", "event_name", "timestamp_ms", "value", "properties", "source",
+    "schema_id", "kafka_topic", "kafka_partition", "kafka_offset",
+)  # fmt: skip
 EVENT_SQL_ARGS = (
     "customer_id, event_id, event_name, ts_ms, event_value, properties, source, "
     "schema_id, kafka_topic, kafka_partition, kafka_offset"
@@ -366,28 +362,12 @@ EVENT_SQL_ARGS = (
 
 
 def _event_rows(cols: Sequence[pd.Series], now: datetime) -> list[tuple]:
-    out = []
-    for c, e, n, ms, v, p, s, sid, t, part, off, *extra in zip(*cols, strict=True):
-        ms = int(ms)
-        out.append(
-            (
-                c,
-                e,
-                n,
-                ms,
-                datetime.fromtimestamp(ms // 1000, UTC).replace(tzinfo=None),
-                v,
-                p,
-                s or "",
-                int(sid),
-                t,
-                int(part),
-                int(off),
-                *(int(x) for x in extra),
-                now,
-            )
-        )
-    return out
+    # column-wise conversions: Python-level work per event is the cost to watch here
+    ints = [c.astype("int64").tolist() for c in (cols[3], cols[7], cols[9], cols[10], *cols[11:])]
+    sources = [s or "" for s in cols[6]]
+    fields = (cols[0], cols[1], cols[2], ints[0], cols[4], cols[5], sources, ints[1], cols[8],
+              ints[2], ints[3], *ints[4:], [now] * len(sources))  # fmt: skip
+    return list(zip(*fields, strict=True))
 
 
 def _naive_utc(x: object) -> datetime:
