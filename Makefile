@@ -4,10 +4,10 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 DEMO_EVENTS ?= 20000
 
-.PHONY: help setup up down status init run test unit integration lint fmt clean
+.PHONY: help setup up down status init run test unit integration lint fmt clean bench
 
 help:
-	@echo "make setup | up | down | status | run | test | unit | integration | lint | fmt | clean"
+	@echo "make setup | up | down | status | run | test | bench | lint | fmt | clean"
 
 setup:  ## install everything (idempotent, cached)
 	@bash infra/setup.sh
@@ -26,6 +26,11 @@ run: up  ## demo: produce events, run the job until their windows close, print u
 	@$(PY) -m meterflow.cli produce --count $(DEMO_EVENTS)
 	@time $(PY) -m meterflow.cli job --bounded
 	@$(PY) -m meterflow.cli usage
+
+# Throughput and latency of the metering job vs a plain-copy baseline (several minutes).
+BENCH_ARGS ?=
+bench: up
+	@$(PY) -m benchmarks.bench_metering $(BENCH_ARGS)
 
 lint: setup
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check .

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,10 @@ class JobOptions:
 
 
 def table_env(opts: JobOptions) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
+    # On a local mini-cluster PyFlink runs every Python UDF inside this client process
+    # ("loopback"), so all Python work of all operators and subtasks shares one GIL. Separate
+    # worker processes let the decode and sink stages use every core.
+    os.environ.setdefault("_python_worker_execution_mode", "process")
     jars = sorted(JARS_DIR.glob("*.jar"))
     if len(jars) < 2:
         raise SystemExit(f"Flink connector jars missing in {JARS_DIR}: run 'make setup'")
@@ -528,7 +533,9 @@ def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
     classified = t_env.sql_query(
         "SELECT *, "
         f"COALESCE(ts < CURRENT_WATERMARK(ts) - {lateness}, FALSE) AS is_late, "
-        "CAST(UNIX_TIMESTAMP(CAST(CURRENT_WATERMARK(ts) AS STRING)) AS BIGINT) AS wm_s "
+        # the watermark that judged an event late, kept with it (only computed for late rows)
+        f"CASE WHEN ts < CURRENT_WATERMARK(ts) - {lateness} THEN TIMESTAMPDIFF(SECOND, "
+        "TIMESTAMP '1970-01-01 00:00:00', CURRENT_WATERMARK(ts)) END AS wm_s "
         "FROM unique_events"
     )
     # One dedup for every consumer: without this cut the planner pushes each consumer's
@@ -549,7 +556,7 @@ def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
     stmts.add_insert_sql(f"INSERT INTO written SELECT write_events({EVENT_SQL_ARGS}) FROM on_time")
     stmts.add_insert_sql(
         f"INSERT INTO written SELECT write_late_events({EVENT_SQL_ARGS}, "
-        "COALESCE(wm_s * 1000, -1)) FROM late"
+        "COALESCE(CAST(wm_s AS BIGINT) * 1000, -1)) FROM late"
     )
     t_env.execute_sql(
         kafka_sink_ddl(

@@ -23,7 +23,12 @@ from typing import Any
 
 import fastavro
 
+from meterflow.config import REPO_ROOT
 from meterflow.events import UsageEvent, schema_text
+
+# The meters the generated malformed kinds are written against (e.g. a non-numeric `gpus`
+# property is only a dead letter because a meter measures it).
+SCENARIO_METERS = REPO_ROOT / "schemas" / "meters" / "scenario.yaml"
 
 MS = timedelta(milliseconds=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,6 +1,6 @@
 """Expected results computed from a scenario's ground truth with plain Python.
 
-This restates data/scenario_meters.yaml by hand on purpose: it must not share code with the
+This restates schemas/meters/scenario.yaml by hand on purpose: it must not share code with the
 pipeline (meterflow.meters / decoding / aggregation), or a bug there would be expected here too.
 """
 

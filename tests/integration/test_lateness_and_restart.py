@@ -14,7 +14,7 @@ from meterflow.scenario import Record, ScenarioConfig, flush_phase, generate
 from tests.integration.conftest import kill_job, make_scratch
 from tests.integration.expected import WINDOWS_SQL, actual_windows, expected_windows, window_diff
 
-METERS = str(REPO_ROOT / "tests" / "integration" / "data" / "scenario_meters.yaml")
+METERS = str(REPO_ROOT / "schemas" / "meters" / "scenario.yaml")
 JOB_ARGS = ("--meters", METERS, "--checkpoint-interval", "2")
 
 

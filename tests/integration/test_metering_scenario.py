@@ -15,7 +15,7 @@ from meterflow.config import REPO_ROOT
 from meterflow.scenario import MALFORMED_KINDS, ScenarioConfig, generate
 from tests.integration.expected import WINDOWS_SQL, actual_windows, expected_windows
 
-METERS = REPO_ROOT / "tests" / "integration" / "data" / "scenario_meters.yaml"
+METERS = REPO_ROOT / "schemas" / "meters" / "scenario.yaml"
 
 
 def _start() -> datetime:

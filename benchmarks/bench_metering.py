@@ -1,0 +1,312 @@
+"""`make bench`: the metering job's sustained throughput and event->queryable latency, next to
+a baseline measured in the same run on the same topic: a plain Kafka consumer copying the raw
+records into ClickHouse with no processing (the local limit of Kafka -> Python -> ClickHouse).
+
+Figures are medians of --runs runs; the machine is shared, so compare ratios, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from confluent_kafka import Consumer, Producer
+
+from connectors.clickhouse import connect, migrate
+from connectors.kafka_admin import delete_topics, ensure_topics
+from connectors.producer import produce_raw
+from connectors.registry import register_event_schema
+from meterflow.config import REPO_ROOT, Settings
+from meterflow.events import UsageEvent, schema_text
+from meterflow.scenario import SCENARIO_METERS, ScenarioConfig, encode, generate
+
+
+def log(msg: str) -> None:
+    print(f"[bench {datetime.now(UTC):%H:%M:%S}] {msg}", flush=True)
+
+
+def sustained_rate(samples: list[tuple[float, int]], total: int) -> float:
+    """Rows/s between 10% and 90% of `total`: start-up and tail excluded."""
+    t10 = next(t for t, n in samples if n >= 0.1 * total)
+    t90 = next(t for t, n in samples if n >= 0.9 * total)
+    return 0.8 * total / max(t90 - t10, 1e-9)
+
+
+def baseline_copy(settings: Settings, db: str, total: int) -> float:
+    """Consume the topic from the start and INSERT raw records in batches; rows/s."""
+    ch = connect(settings)
+    ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+    ch.execute(
+        f"CREATE TABLE {db}.copy (kafka_partition UInt32, kafka_offset UInt64, "
+        "key String, value String) ENGINE = MergeTree ORDER BY (kafka_partition, kafka_offset)"
+    )
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"bench-copy-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe([settings.events_topic])
+    done, samples, t0 = 0, [], time.monotonic()
+    while done < total:
+        msgs = c.consume(20_000, timeout=1)
+        rows = [
+            (m.partition(), m.offset(), m.key() or b"", m.value()) for m in msgs if not m.error()
+        ]
+        if rows:
+            ch.execute(f"INSERT INTO {db}.copy VALUES", rows)
+            done += len(rows)
+            samples.append((time.monotonic() - t0, done))
+        if time.monotonic() - t0 > 1800:
+            raise SystemExit("baseline copy did not finish in 30 min")
+    c.close()
+    return sustained_rate(samples, total)
+
+
+def job_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "METERFLOW_EVENTS_TOPIC": settings.events_topic,
+        "METERFLOW_DB": settings.clickhouse_database,
+    }
+
+
+def job_run(settings: Settings, expected: int, tmp: str) -> tuple[float, float]:
+    """Run the bounded job; return (sustained rows/s, wall seconds including start-up)."""
+    migrate(settings)
+    ch = connect(settings)
+    db = settings.clickhouse_database
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.metering",
+        "--bounded",
+        "--group-id",
+        group,
+        "--checkpoint-dir",
+        tmp,
+        "--meters",
+        str(SCENARIO_METERS),
+    ]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO_ROOT,
+        env=job_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    samples: list[tuple[float, int]] = []
+    while proc.poll() is None:
+        time.sleep(0.5)
+        n = ch.execute(
+            f"SELECT (SELECT count() FROM {db}.events) + (SELECT count() FROM {db}.late_events)"
+        )[0][0]
+        samples.append((time.monotonic() - t0, n))
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"job failed: {proc.stderr.read()[-3000:]}")
+    final = ch.execute(
+        f"SELECT (SELECT count() FROM {db}.events FINAL) + (SELECT count() FROM {db}.late_events)"
+    )[0][0]
+    if final != expected:
+        raise SystemExit(f"job stored {final} events, expected {expected}")
+    samples.append((wall, final))
+    return sustained_rate(samples, final), wall
+
+
+def latency(settings: Settings, seconds: int, rate: int, tmp: str) -> list[float]:
+    """Produce `rate` events/s for `seconds` into the running job; every 100th is a probe whose
+    arrival in ClickHouse is polled every 50 ms. Returns probe latencies in seconds."""
+    migrate(settings)
+    ch = connect(settings)
+    db = settings.clickhouse_database
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.metering",
+        "--group-id",
+        f"bench-lat-{uuid.uuid4().hex[:8]}",
+        "--checkpoint-dir",
+        tmp,
+        "--meters",
+        str(SCENARIO_METERS),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO_ROOT,
+        env=job_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            pending = [k for k in list(sent) if k not in seen]
+            if pending:
+                for (eid,) in ch.execute(
+                    f"SELECT event_id FROM {db}.events WHERE event_id IN %(ids)s",
+                    {"ids": tuple(pending)},
+                ):
+                    seen.setdefault(eid, time.monotonic())
+            time.sleep(0.05)
+
+    def send(i: int, probe: bool) -> None:
+        now = datetime.now(UTC)
+        eid = f"{'probe' if probe else 'load'}-{i}"
+        ev = UsageEvent(
+            eid,
+            "api_call",
+            f"cust-{i % 97}",
+            now,
+            None,
+            {"region": "eu", "endpoint": "/v1/a", "user_id": "u1"},
+        )
+        producer.produce(
+            settings.events_topic, key=ev.customer_id.encode(), value=encode(ev.to_record(), 1)
+        )
+        if probe:
+            producer.flush()
+            sent[eid] = time.monotonic()
+
+    try:
+        # warm-up: wait until the job answers at all
+        send(0, True)
+        deadline = time.monotonic() + 180
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        while "probe-0" not in seen:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("latency: job did not start")
+            time.sleep(0.2)
+        sent.clear()
+        seen.clear()
+        interval = 1.0 / rate
+        start = time.monotonic()
+        for i in range(1, seconds * rate + 1):
+            send(i, i % 100 == 0)
+            producer.poll(0)
+            lag = start + i * interval - time.monotonic()
+            if lag > 0:
+                time.sleep(lag)
+        producer.flush()
+        deadline = time.monotonic() + 120
+        while len(seen) < len(sent) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        proc.kill()
+        proc.wait()
+    missing = len(sent) - len(seen)
+    if missing:
+        raise SystemExit(f"latency: {missing} probes never became queryable")
+    return [seen[k] - sent[k] for k in sent]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--latency-seconds", type=int, default=20)
+    p.add_argument("--latency-rate", type=int, default=2000)
+    a = p.parse_args(argv)
+
+    run_id = uuid.uuid4().hex[:8]
+    base = replace(Settings(), events_topic=f"bench-{run_id}")
+    tmp = str(REPO_ROOT / "var" / "bench" / run_id)
+    ensure_topics(base, base.all_topics)
+    register_event_schema(base, schema_text(1))
+    dbs: list[str] = []
+    try:
+        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+        t0 = time.monotonic()
+        sc = generate(
+            ScenarioConfig(
+                seed=1,
+                start=start,
+                span=timedelta(hours=2),
+                events=a.events,
+                customers=1000,
+                duplicate_rate=0.02,
+                malformed_per_kind=10,
+            )
+        )
+        records = sc.records
+        log(f"generated {len(records):,} records in {time.monotonic() - t0:.1f}s")
+        t0 = time.monotonic()
+        produce_raw(base, [(r.key, r.value, r.timestamp_ms) for r in records])
+        log(f"produced in {time.monotonic() - t0:.1f}s")
+        expected = len(sc.accepted) + len(sc.late)
+
+        base_rates, job_rates, walls = [], [], []
+        for r in range(a.runs):
+            db = f"bench_{run_id}_copy{r}"
+            dbs.append(db)
+            base_rates.append(baseline_copy(base, db, len(records)))
+            log(f"run {r + 1}: baseline copy {base_rates[-1]:,.0f} records/s")
+            db = f"bench_{run_id}_job{r}"
+            dbs.append(db)
+            rate, wall = job_run(replace(base, clickhouse_database=db), expected, tmp)
+            job_rates.append(rate)
+            walls.append(wall)
+            log(f"run {r + 1}: metering job {rate:,.0f} events/s sustained, {wall:.1f}s wall")
+
+        lat_settings = replace(
+            base, events_topic=f"bench-lat-{run_id}", clickhouse_database=f"bench_{run_id}_lat"
+        )
+        ensure_topics(lat_settings, lat_settings.all_topics)
+        register_event_schema(lat_settings, schema_text(1))
+        dbs.append(lat_settings.clickhouse_database)
+        lats = sorted(latency(lat_settings, a.latency_seconds, a.latency_rate, tmp + "-lat"))
+        delete_topics(lat_settings, lat_settings.all_topics)
+
+        mb, mj = statistics.median(base_rates), statistics.median(job_rates)
+        q = statistics.quantiles(lats, n=100)
+        print()
+        print(
+            f"records in topic            {len(records):>12,}  (events {a.events:,}, "
+            f"{sc.duplicates:,} duplicates, {sum(sc.dead_letters.values())} malformed)"
+        )
+        print(
+            f"baseline copy (median of {a.runs})  {mb:>12,.0f} records/s   runs: "
+            + ", ".join(f"{x:,.0f}" for x in base_rates)
+        )
+        print(
+            f"metering job (median of {a.runs})   {mj:>12,.0f} events/s    runs: "
+            + ", ".join(f"{x:,.0f}" for x in job_rates)
+        )
+        print(f"job / baseline              {mj / mb:>12.2f} x")
+        print(f"job wall incl. start-up     {statistics.median(walls):>12.1f} s")
+        print(
+            f"event->queryable latency    p50 {q[49]:.2f}s  p99 {q[98]:.2f}s  "
+            f"({len(lats)} probes at {a.latency_rate}/s)"
+        )
+        print(
+            f"targets: >= 100,000 events/s and >= 0.5 x baseline: "
+            f"{'met' if mj >= 100_000 and mj >= 0.5 * mb else 'NOT met'}"
+        )
+    finally:
+        ch = connect(base)
+        for db in dbs:
+            ch.execute(f"DROP DATABASE IF EXISTS {db}")
+        delete_topics(base, base.all_topics)
+
+
+if __name__ == "__main__":
+    main()
