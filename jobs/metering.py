@@ -95,6 +95,13 @@ def table_env(opts: JobOptions) -> tuple[StreamExecutionEnvironment, StreamTable
         "execution.checkpointing.dir": opts.checkpoint_dir.resolve().as_uri(),
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "3",
+        # The local mini-cluster's endpoints stay on loopback.
+        "rest.address": "127.0.0.1",
+        "rest.bind-address": "127.0.0.1",
+        "jobmanager.rpc.address": "127.0.0.1",
+        "jobmanager.bind-host": "127.0.0.1",
+        "taskmanager.host": "127.0.0.1",
+        "taskmanager.bind-host": "127.0.0.1",
         # A failing job restarts from its last checkpoint a few times, then fails loudly.
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "3",

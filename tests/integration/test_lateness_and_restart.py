@@ -151,3 +151,26 @@ def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
         json.loads(m.value())["reason"] for m in scratch.topic_records(scratch.settings.dlq_topic)
     )
     assert reasons == sc.dead_letters
+
+
+def test_a_silent_partition_does_not_stall_windows(scratch):
+    # one customer: every record lands in one partition; the other stays silent all along
+    cfg = ScenarioConfig(seed=11, start=_start(), events=300, customers=1, malformed_per_kind=0)
+    sc = generate(cfg)
+    head = max(e.timestamp for e in sc.accepted)
+    job = scratch.start_job(*JOB_ARGS)
+    try:
+        _produce(scratch, sc.phases[0])
+        # a late-running clock on the active partition only: windows must still close
+        _produce(scratch, flush_phase(sc, cfg, at=head + timedelta(hours=2)))
+        expected = expected_windows(sc.accepted)
+        scratch.wait_for(
+            "windows closed with one partition silent",
+            lambda: _windows(scratch) == expected,
+            job=job,
+            describe=lambda: window_diff(_windows(scratch), expected),
+        )
+    finally:
+        kill_job(job)
+    parts = {p for (p,) in scratch.query("SELECT DISTINCT kafka_partition FROM {db}.events")}
+    assert len(parts) == 1, "the scenario did not leave a partition silent"
