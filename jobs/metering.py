@@ -36,7 +36,7 @@ from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
 from meterflow.config import REPO_ROOT, Settings
 from meterflow.decoding import Limits
-from meterflow.meters import DEFAULT_METERS_FILE, Meter, load_meters
+from meterflow.meters import DEFAULT_METERS_FILE, Aggregation, Meter, load_meters
 
 JARS_DIR = REPO_ROOT / "build" / "flink-jars"
 DEFAULT_CHECKPOINTS = REPO_ROOT / "var" / "checkpoints"
@@ -182,19 +182,26 @@ BASE_FIELDS: list[tuple[str, object]] = [
     ("source", DataTypes.STRING()),
     ("schema_id", DataTypes.INT()),
 ]
-# per meter i: selected?, quantity, dimensions, unique key, latest key
-METER_FIELDS = [
-    ("sel", DataTypes.BOOLEAN()),
-    ("q", Q),
-    ("d", DataTypes.STRING()),
-    ("u", DataTypes.STRING()),
-    ("l", DataTypes.STRING()),
-]
+
+
+# Per meter i only the columns its aggregation needs: m{i}_d (dimensions JSON; null when the
+# meter does not select the event), m{i}_q (quantity), m{i}_u (unique key), m{i}_l (latest key).
+# Rows are wide and cross Arrow, two DataStream conversions and two exchanges: width costs.
+def meter_columns(m: Meter) -> list[tuple[str, str, object]]:
+    """(column suffix, Measurement attribute, SQL type) for one meter."""
+    cols: list[tuple[str, str, object]] = [("d", "dimensions", DataTypes.STRING())]
+    if m.aggregation.needs_quantity:
+        cols.append(("q", "quantity", Q))
+    if m.aggregation is Aggregation.UNIQUE_COUNT:
+        cols.append(("u", "unique_key", DataTypes.STRING()))
+    if m.aggregation is Aggregation.LATEST:
+        cols.append(("l", "latest_key", DataTypes.STRING()))
+    return cols
 
 
 def decoded_fields(meters: Sequence[Meter]) -> list[tuple[str, object]]:
     return BASE_FIELDS + [
-        (f"m{i}_{name}", typ) for i in range(len(meters)) for name, typ in METER_FIELDS
+        (f"m{i}_{suffix}", typ) for i, m in enumerate(meters) for suffix, _, typ in meter_columns(m)
     ]
 
 
@@ -212,6 +219,10 @@ class DecodeRecords(ScalarFunction):
     def __init__(self, settings: Settings, meters: Sequence[Meter], limits: Limits) -> None:
         self.settings, self.meters, self.limits = settings, list(meters), limits
         self.index = {m.id: i for i, m in enumerate(self.meters)}
+        self.columns = [
+            [(f"m{i}_{suffix}", attr) for suffix, attr, _ in meter_columns(m)]
+            for i, m in enumerate(self.meters)
+        ]
 
     def open(self, function_context: FunctionContext) -> None:
         from connectors.registry import schema_fetcher
@@ -226,7 +237,6 @@ class DecodeRecords(ScalarFunction):
     def eval(self, batch: pd.DataFrame) -> pd.DataFrame:  # type: ignore[override]
         from meterflow.decoding import Accepted, decode
 
-        n_meters = len(self.meters)
         names = [name for name, _ in decoded_fields(self.meters)]
         cols: dict[str, list] = {name: [] for name in names if name != "ts"}
         record_ms = _epoch_ms(batch.iloc[:, 4])
@@ -245,7 +255,7 @@ class DecodeRecords(ScalarFunction):
             cols["kafka_partition"].append(int(part))
             cols["kafka_offset"].append(int(off))
             cols["record_ts_ms"].append(rts_ms)
-            per_meter: list = [None] * (n_meters * 5)
+            found: dict[int, object] = {}
             if isinstance(v, Accepted):
                 cols["status"].append("OK")
                 cols["detail"].append(None)
@@ -260,14 +270,7 @@ class DecodeRecords(ScalarFunction):
                 cols["source"].append(v.source)
                 cols["schema_id"].append(v.schema_id)
                 for ms in v.measurements:
-                    j = self.index[ms.meter_id] * 5
-                    per_meter[j : j + 5] = [
-                        True,
-                        ms.quantity,
-                        ms.dimensions,
-                        ms.unique_key,
-                        ms.latest_key,
-                    ]
+                    found[self.index[ms.meter_id]] = ms
             else:
                 self.dead_letters.inc()
                 cols["status"].append(v.reason)
@@ -283,13 +286,10 @@ class DecodeRecords(ScalarFunction):
                     "schema_id",
                 ):
                     cols[name].append(None)
-            for i in range(n_meters):
-                base = i * 5
-                cols[f"m{i}_sel"].append(bool(per_meter[base]))
-                cols[f"m{i}_q"].append(per_meter[base + 1])
-                cols[f"m{i}_d"].append(per_meter[base + 2])
-                cols[f"m{i}_u"].append(per_meter[base + 3])
-                cols[f"m{i}_l"].append(per_meter[base + 4])
+            for i, meter_cols in enumerate(self.columns):
+                ms = found.get(i)
+                for name, attr in meter_cols:
+                    cols[name].append(None if ms is None else getattr(ms, attr))
         self.records_in.inc(len(batch))
         out = pd.DataFrame(cols)
         # The rowtime column may not be null: dead letters get the epoch, which never advances
@@ -499,12 +499,19 @@ def shared(t_env: StreamTableEnvironment, table: Table) -> Table:
 
 
 def window_union_sql(meters: Sequence[Meter], window_s: int) -> str | None:
-    parts = [
-        f"SELECT '{m.id}' AS meter, {m.version} AS meter_version, customer_id, m{i}_d AS dims, "
-        f"m{i}_q AS q, m{i}_u AS u, m{i}_l AS l, et FROM on_time WHERE m{i}_sel"
-        for i, m in enumerate(meters)
-        if m.window.seconds == window_s
-    ]
+    parts = []
+    for i, m in enumerate(meters):
+        if m.window.seconds != window_s:
+            continue
+        have = {suffix for suffix, _, _ in meter_columns(m)}
+        q = f"m{i}_q" if "q" in have else "CAST(NULL AS DECIMAL(38, 12))"
+        u = f"m{i}_u" if "u" in have else "CAST(NULL AS STRING)"
+        lk = f"m{i}_l" if "l" in have else "CAST(NULL AS STRING)"
+        parts.append(
+            f"SELECT '{m.id}' AS meter, {m.version} AS meter_version, customer_id, "
+            f"m{i}_d AS dims, {q} AS q, {u} AS u, {lk} AS l, et "
+            f"FROM on_time WHERE m{i}_d IS NOT NULL"
+        )
     return "\nUNION ALL\n".join(parts) if parts else None
 
 
