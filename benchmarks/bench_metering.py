@@ -81,24 +81,28 @@ def job_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def job_cmd(group: str, checkpoints: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "jobs.metering",
+        "--group-id",
+        group,
+        "--checkpoint-dir",
+        checkpoints,
+        "--meters",
+        str(SCENARIO_METERS),
+        *extra,
+    ]
+
+
 def job_run(settings: Settings, expected: int, tmp: str) -> tuple[float, float]:
     """Run the bounded job; return (sustained rows/s, wall seconds including start-up)."""
     migrate(settings)
     ch = connect(settings)
     db = settings.clickhouse_database
     group = f"bench-{uuid.uuid4().hex[:8]}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "jobs.metering",
-        "--bounded",
-        "--group-id",
-        group,
-        "--checkpoint-dir",
-        tmp,
-        "--meters",
-        str(SCENARIO_METERS),
-    ]
+    cmd = job_cmd(group, tmp, "--bounded")
     t0 = time.monotonic()
     proc = subprocess.Popen(
         cmd,
@@ -133,17 +137,7 @@ def latency(settings: Settings, seconds: int, rate: int, tmp: str) -> list[float
     migrate(settings)
     ch = connect(settings)
     db = settings.clickhouse_database
-    cmd = [
-        sys.executable,
-        "-m",
-        "jobs.metering",
-        "--group-id",
-        f"bench-lat-{uuid.uuid4().hex[:8]}",
-        "--checkpoint-dir",
-        tmp,
-        "--meters",
-        str(SCENARIO_METERS),
-    ]
+    cmd = job_cmd(f"bench-lat-{uuid.uuid4().hex[:8]}", tmp)
     proc = subprocess.Popen(
         cmd,
         cwd=REPO_ROOT,

@@ -39,34 +39,11 @@ def produce_events(
     settings: Settings, events: Iterable[UsageEvent], schema_version: int = 1
 ) -> int:
     """Send events and wait for every delivery; raise if any failed. Returns the count sent."""
-    producer = event_producer(settings, schema_version)
-    errors: list[KafkaError] = []
-
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            errors.append(err)
-
-    sent = 0
-    for event in events:
-        while True:
-            try:
-                producer.produce(
-                    settings.events_topic,
-                    key=event.customer_id,
-                    value=event.to_record(),
-                    on_delivery=on_delivery,
-                )
-                break
-            except BufferError:
-                producer.poll(0.1)  # local queue full: let deliveries drain, then retry
-        sent += 1
-        producer.poll(0)
-    remaining = producer.flush(60)
-    if remaining or errors:
-        raise DeliveryFailed(
-            f"{len(errors)} deliveries failed, {remaining} unconfirmed: {errors[:3]}"
-        )
-    return sent
+    return _send_all(
+        event_producer(settings, schema_version),
+        settings.events_topic,
+        ({"key": e.customer_id, "value": e.to_record()} for e in events),
+    )
 
 
 def produce_raw(settings: Settings, records: Iterable[tuple[bytes | None, bytes, int]]) -> int:
@@ -81,6 +58,14 @@ def produce_raw(settings: Settings, records: Iterable[tuple[bytes | None, bytes,
             "message.max.bytes": 2_000_000,
         }
     )
+    return _send_all(
+        producer,
+        settings.events_topic,
+        ({"key": k, "value": v, "timestamp": ts} for k, v, ts in records),
+    )
+
+
+def _send_all(producer: Producer, topic: str, messages: Iterable[dict]) -> int:
     errors: list[KafkaError] = []
 
     def on_delivery(err: KafkaError | None, _msg: Message) -> None:
@@ -88,19 +73,13 @@ def produce_raw(settings: Settings, records: Iterable[tuple[bytes | None, bytes,
             errors.append(err)
 
     sent = 0
-    for key, value, ts in records:
+    for msg in messages:
         while True:
             try:
-                producer.produce(
-                    settings.events_topic,
-                    value=value,
-                    key=key,
-                    timestamp=ts,
-                    on_delivery=on_delivery,
-                )
+                producer.produce(topic, on_delivery=on_delivery, **msg)
                 break
             except BufferError:
-                producer.poll(0.1)
+                producer.poll(0.1)  # local queue full: let deliveries drain, then retry
         sent += 1
         if sent % 1000 == 0:
             producer.poll(0)
