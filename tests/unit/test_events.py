@@ -1,4 +1,5 @@
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -11,7 +12,7 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def _roundtrip(record: dict) -> dict:
-    schema = fastavro.parse_schema(__import__("json").loads(schema_text(1)))
+    schema = fastavro.parse_schema(json.loads(schema_text(1)))
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, schema, record)
     buf.seek(0)
@@ -55,3 +56,14 @@ def test_demo_events_are_deterministic_and_inside_span():
     assert len({e.event_id for e in a}) == 500
     assert all(T0 <= e.timestamp < T0 + timedelta(minutes=3) for e in a)
     assert {e.event_name for e in a} == {"api_call", "llm_tokens"}
+
+
+def test_v2_reads_v1_data_backward_compatibility():
+    v1 = fastavro.parse_schema(json.loads(schema_text(1)))
+    v2 = fastavro.parse_schema(json.loads(schema_text(2)))
+    buf = io.BytesIO()
+    ev = UsageEvent("e-9", "api_call", "c-1", T0)
+    fastavro.schemaless_writer(buf, v1, ev.to_record())
+    buf.seek(0)
+    back = fastavro.schemaless_reader(buf, v1, v2)
+    assert back["unit"] is None and back["event_id"] == "e-9"
