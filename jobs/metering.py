@@ -98,6 +98,13 @@ def table_env(opts: JobOptions) -> tuple[StreamExecutionEnvironment, StreamTable
         # Chained operators hand rows on without a defensive copy each (the SQL runtime does
         # not mutate its inputs); the copies showed up as the top Java frames of the job.
         "pipeline.object-reuse": "true",
+        # Python UDFs: a bundle ends in a synchronous Java<->Python flush, so small bundles (the
+        # default 1,000) leave both sides idle in turn. Larger bundles of mid-sized Arrow batches
+        # measured ~1.7x the throughput; a bundle is still flushed every second (latency) and
+        # before every checkpoint (exactly-once).
+        "python.fn-execution.arrow.batch.size": "5000",
+        "python.fn-execution.bundle.size": "100000",
+        "python.fn-execution.bundle.time": "1000",
         # The local mini-cluster's endpoints stay on loopback.
         "rest.address": "127.0.0.1",
         "rest.bind-address": "127.0.0.1",
