@@ -352,6 +352,3 @@ def load_meters(path: Path | str = DEFAULT_METERS_FILE) -> list[Meter]:
         raise MeterConfigError(f"{p}: not valid YAML: {exc}") from None
     return parse_meters(data, str(p))
 
-
-def meters_for(meters: Sequence[Meter], event_name: str) -> list[Meter]:
-    return [m for m in meters if m.event_name == event_name]
