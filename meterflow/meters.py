@@ -6,7 +6,7 @@ per-event functions are shared by the streaming job and the billing recompute.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -351,4 +351,3 @@ def load_meters(path: Path | str = DEFAULT_METERS_FILE) -> list[Meter]:
     except yaml.YAMLError as exc:
         raise MeterConfigError(f"{p}: not valid YAML: {exc}") from None
     return parse_meters(data, str(p))
-
