@@ -28,5 +28,7 @@ def delete_topics(settings: Settings, topics: list[str], timeout: float = 30.0) 
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     present = set(admin.list_topics(timeout=timeout).topics)
     doomed = [t for t in topics if t in present]
-    for fut in admin.delete_topics(doomed, operation_timeout=timeout).values() if doomed else []:
+    if not doomed:
+        return
+    for fut in admin.delete_topics(doomed, operation_timeout=timeout).values():
         fut.result()

@@ -407,12 +407,11 @@ class WriteEvents(ClickHouseBatchWriter):
         return _event_rows(cols, datetime.now(UTC).replace(tzinfo=None, microsecond=0))
 
 
-class WriteLateEvents(ClickHouseBatchWriter):
+class WriteLateEvents(WriteEvents):
+    """The same rows as `events`, plus the watermark that judged each event late."""
+
     table = "late_events"
     columns = (*EVENT_COLUMNS, "watermark_ms", "ingested_at")
-
-    def rows(self, cols: Sequence[pd.Series]) -> list[tuple]:
-        return _event_rows(cols, datetime.now(UTC).replace(tzinfo=None, microsecond=0))
 
 
 class WriteUsageWindows(ClickHouseBatchWriter):
@@ -508,7 +507,8 @@ def shared(t_env: StreamTableEnvironment, table: Table) -> Table:
     )
 
 
-def window_union_sql(meters: Sequence[Meter], window_s: int) -> str | None:
+def window_union_sql(meters: Sequence[Meter], window_s: int) -> str:
+    """One projection per meter of this window size (the caller only asks for sizes in use)."""
     parts = []
     for i, m in enumerate(meters):
         if m.window.seconds != window_s:
@@ -522,7 +522,7 @@ def window_union_sql(meters: Sequence[Meter], window_s: int) -> str | None:
             f"m{i}_d AS dims, {q} AS q, {u} AS u, {lk} AS l, et "
             f"FROM on_time WHERE m{i}_d IS NOT NULL"
         )
-    return "\nUNION ALL\n".join(parts) if parts else None
+    return "\nUNION ALL\n".join(parts)
 
 
 def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
@@ -597,7 +597,6 @@ def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
 
     for window_s in sorted({m.window.seconds for m in meters}):
         union = window_union_sql(meters, window_s)
-        assert union is not None
         size = interval(window_s)
         stmts.add_insert_sql(f"""
             INSERT INTO written
