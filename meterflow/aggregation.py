@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from meterflow.decoding import latest_value
-from meterflow.events import QUANTUM
+from meterflow.events import QUANTUM, WIDE
 from meterflow.meters import Aggregation
 
 
@@ -39,7 +39,8 @@ def window_quantity(aggregation: Aggregation, p: Partials) -> Decimal:
         case Aggregation.AVG:
             # One rounding, half-even to the stored scale (12 places).
             total = _required(p.q_sum, aggregation)
-            return (total / p.event_count).quantize(QUANTUM, rounding=ROUND_HALF_EVEN)
+            mean = WIDE.divide(total, p.event_count)
+            return mean.quantize(QUANTUM, rounding=ROUND_HALF_EVEN, context=WIDE)
         case Aggregation.LATEST:
             if p.latest_key is None:
                 raise ValueError("LATEST window without a latest key")

@@ -1,4 +1,5 @@
-"""`meterflow` command line: init the stack, produce demo traffic, run the job, show usage."""
+"""`meterflow` command line: init the stack, produce demo traffic, run the metering job, show
+usage, close billing periods, explain / shadow re-rate invoices, reconcile stream vs close."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 
 from meterflow.config import Settings
 
@@ -72,6 +75,82 @@ def cmd_usage(settings: Settings, args: argparse.Namespace) -> None:
     print(f"{len(rows)} windows")
 
 
+def cmd_close(_settings: Settings, args: argparse.Namespace) -> None:
+    from jobs import close
+
+    close.main(args.job_args)
+
+
+def _catalog(args: argparse.Namespace):
+    from jobs.close import load_catalog
+
+    return load_catalog(args.subscriptions, args.prices, args.meters, args.credits)
+
+
+def cmd_invoices(settings: Settings, args: argparse.Namespace) -> None:
+    from connectors import ledger
+    from connectors.clickhouse import connect
+    from meterflow import billing_commands as bc
+
+    db = settings.clickhouse_database
+    if args.action == "list":
+        rows = ledger.final_invoices(connect(settings, db), db, args.customer)
+        for h in rows:
+            span = f"{h.period_start:%Y-%m-%d}..{h.period_end:%Y-%m-%d}"
+            print(
+                f"{h.invoice_id}  {h.customer_id}  {span}  {h.plan} v{h.price_version}  "
+                f"{h.currency} {h.total}"
+            )
+        print(f"{len(rows)} invoices")
+        return
+    if not args.invoice:
+        raise UserError(f"invoices {args.action}: give an invoice id")
+    cat = _catalog(args)
+    try:
+        if args.action in ("show", "explain"):
+            print(bc.explain(settings, args.invoice, cat.meters))
+            return
+        rows = bc.rerate(settings, args.invoice, cat.book, cat.meters, args.price_version)
+    except bc.NotFound as exc:
+        raise UserError(str(exc)) from None
+    print(f"shadow re-rate of {args.invoice} (nothing is written)")
+    for r in rows:
+        print(
+            f"  {r.meter:<24} quantity {r.billed_quantity.normalize():f} -> "
+            f"{r.shadow_quantity.normalize():f}   amount {r.billed_amount} -> {r.shadow_amount}"
+            f"   difference {r.difference}"
+        )
+    print(f"total difference {sum((r.difference for r in rows), Decimal(0))}")
+
+
+def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> None:
+    from meterflow import billing_commands as bc
+
+    cat = _catalog(args)
+    rows = bc.reconcile(settings, cat.book, cat.meters, args.customer)
+    for r in rows:
+        print(
+            f"{r.invoice_id}  {r.meter:<22} streamed {r.streamed}  closed {r.closed}  "
+            f"gap {r.gap}  late events {r.late_events}  {r.status}"
+        )
+    bad = [r for r in rows if r.status == "UNEXPLAINED"]
+    print(f"{len(rows)} lines, {len(bad)} with an unexplained gap")
+    if args.metrics_file:
+        bc.write_reconciliation_metrics(rows, args.metrics_file)
+    if bad:
+        sys.exit(1)
+
+
+class UserError(Exception):
+    """Bad input from the operator: printed as one line, exit status 2."""
+
+
+def _catalog_args(p: argparse.ArgumentParser) -> None:
+    from jobs.close import add_catalog_args
+
+    add_catalog_args(p)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="meterflow", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -83,13 +162,36 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("job", help="run the streaming metering job (other args go to jobs.metering)")
     us = sub.add_parser("usage", help="print the usage windows stored in ClickHouse")
     us.add_argument("--customer", default=None)
+    sub.add_parser("close", help="close ended billing periods into invoices (args: jobs.close)")
+    inv = sub.add_parser("invoices", help="list / show / explain / rerate final invoices")
+    inv.add_argument("action", choices=["list", "show", "explain", "rerate"])
+    inv.add_argument("invoice", nargs="?")
+    inv.add_argument("--customer", default=None)
+    inv.add_argument("--price-version", type=int, default=None, help="rerate: price version")
+    _catalog_args(inv)
+    rc = sub.add_parser("reconcile", help="streamed rated totals vs closed invoices")
+    rc.add_argument("--customer", default=None)
+    rc.add_argument("--metrics-file", type=Path, default=None, help="write Prometheus gauges")
+    _catalog_args(rc)
     args, extra = p.parse_known_args(argv)
-    if extra and args.command != "job":
+    passthrough = ("job", "close")
+    if extra and args.command not in passthrough:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     args.job_args = extra
-    handlers = {"init": cmd_init, "produce": cmd_produce, "job": cmd_job, "usage": cmd_usage}
+    handlers = {
+        "init": cmd_init,
+        "produce": cmd_produce,
+        "job": cmd_job,
+        "usage": cmd_usage,
+        "close": cmd_close,
+        "invoices": cmd_invoices,
+        "reconcile": cmd_reconcile,
+    }
     try:
         handlers[args.command](Settings(), args)
+    except UserError as exc:
+        print(f"meterflow {args.command}: {exc}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import fastavro
 
-from meterflow.events import QUANTUM
+from meterflow.events import QUANTUM, WIDE
 from meterflow.meters import Aggregation, Meter, QuantityError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -94,11 +94,13 @@ class SchemaCache:
 
 
 def latest_key(timestamp_ms: int, event_id: str, quantity: Decimal) -> str:
-    return f"{timestamp_ms:015d}|{event_id}|{quantity}"
+    # NUL after the id: it sorts below every other character, so string order equals the order
+    # of (timestamp, event_id) even when one id is a prefix of another ("e1" < "e10").
+    return f"{timestamp_ms:015d}|{event_id}\x00{quantity}"
 
 
 def latest_value(key: str) -> Decimal:
-    return Decimal(key.rsplit("|", 1)[1])
+    return Decimal(key.rsplit("\x00", 1)[1])
 
 
 def dimensions_json(dims: Sequence[tuple[str, str]]) -> str:
@@ -167,7 +169,7 @@ def validate(
                 continue
             q = m.measure(value, props)
             if q is not None:
-                q = q.quantize(QUANTUM)  # the scale every stored quantity has
+                q = q.quantize(QUANTUM, context=WIDE)  # the scale every stored quantity has
             measurements.append(
                 Measurement(
                     meter_id=m.id,

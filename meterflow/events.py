@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
 from pathlib import Path
 
 from meterflow.config import REPO_ROOT
@@ -17,6 +17,9 @@ SCHEMA_DIR = REPO_ROOT / "schemas" / "usage_event"
 # Avro decimal(38, 12): the quantum every quantity is stored with, end to end.
 QUANTITY_SCALE = 12
 QUANTUM = Decimal(1).scaleb(-QUANTITY_SCALE)
+# Quantities have up to 38 significant digits; Python's default context keeps 28 and would round
+# sums and quantize() would fail. Quantity arithmetic goes through this context explicitly.
+WIDE = Context(prec=80)
 
 
 def schema_path(version: int) -> Path:

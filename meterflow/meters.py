@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from meterflow.config import REPO_ROOT
+from meterflow.events import WIDE
 
 DEFAULT_METERS_FILE = REPO_ROOT / "schemas" / "meters" / "default.yaml"
 # Quantities are stored as Decimal(38, 12): at most 26 integer digits.
@@ -138,7 +139,7 @@ class Meter:
                     "UNKNOWN_MULTIPLIER_KEY",
                     f"meter {self.id}: {m.property}={key!r} not in the multiplier table",
                 )
-            q = q * factor
+            q = WIDE.multiply(q, factor)
         if abs(q) >= MAX_QUANTITY:
             raise QuantityError("QUANTITY_OUT_OF_RANGE", f"meter {self.id}: |{q}| >= 1e26")
         return q

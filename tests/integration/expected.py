@@ -6,10 +6,11 @@ pipeline (meterflow.meters / decoding / aggregation), or a bug there would be ex
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 
 from meterflow.events import UsageEvent
 
@@ -108,3 +109,103 @@ def window_diff(actual: dict, expected: dict, limit: int = 8) -> str:
         (k, actual[k], expected[k]) for k in expected if k in actual and actual[k] != expected[k]
     ][:limit]
     return f"missing {missing}; unexpected {extra}; wrong (actual, expected) {wrong}"
+
+
+# ------------------------------------------------------------------------------------ billing
+# schemas/prices/scenario.yaml restated by hand, for the same reason as the meters above.
+
+CENT = Decimal("0.01")
+
+
+def _cents(x: Decimal) -> Decimal:
+    return x.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def scenario_period_quantities(events: list[UsageEvent]) -> dict[str, tuple[int, Decimal]]:
+    """meter -> (events, period quantity) over one customer's events of one period."""
+    calls, users, tokens, weighted, gpus, eu, latest = 0, set(), [], [], [], [], []
+    n_users = n_gpu = 0
+    for e in events:
+        p = e.properties
+        if e.event_name == "api_call":
+            calls += p["endpoint"] != "/health"
+            users.add(p["user_id"])
+            n_users += 1
+        elif e.event_name == "llm_tokens":
+            tokens.append(e.value)
+            weighted.append(e.value * (Decimal(1) if p["model"] == "small" else Decimal("4.5")))
+        elif e.event_name == "gpu":
+            g = Decimal(p["gpus"])
+            gpus.append(g)
+            n_gpu += 1
+            if p["region"] == "eu":
+                eu.append(g)
+            latest.append((e.timestamp, e.event_id, g))
+    out: dict[str, tuple[int, Decimal]] = {}
+    if calls:
+        out["calls"] = (calls, Decimal(calls))
+    if n_users:
+        out["active_users"] = (n_users, Decimal(len(users)))
+    if tokens:
+        out["tokens"] = (len(tokens), sum(tokens, Decimal(0)))
+        out["tokens_weighted"] = (len(weighted), sum(weighted, Decimal(0)))
+    if gpus:
+        out["gpu_max"] = (n_gpu, max(gpus))
+        out["gpu_min"] = (n_gpu, min(gpus))
+        out["gpu_latest"] = (n_gpu, max(latest)[2])
+    if eu:
+        avg = (sum(eu, Decimal(0)) / len(eu)).quantize(TWELVE, rounding=ROUND_HALF_EVEN)
+        out["gpu_avg"] = (len(eu), avg)
+    return out
+
+
+def scenario_price(meter: str, q: Decimal) -> Decimal:
+    """Unrounded amount of a period quantity under plan `scenario` version 1."""
+    if meter == "calls":  # graduated: 50 @ 0.01 | 51-200 @ 0.008 + 1.00 | above @ 0.005 + 2.50
+        amount = min(q, Decimal(50)) * Decimal("0.01")
+        if q > 50:
+            amount += (min(q, Decimal(200)) - 50) * Decimal("0.008") + Decimal("1.00")
+        if q > 200:
+            amount += (q - 200) * Decimal("0.005") + Decimal("2.50")
+        return amount
+    if meter == "active_users":  # 10.00 including 5 users, then 1.50 each
+        return Decimal("10.00") + max(Decimal(0), q - 5) * Decimal("1.50")
+    if meter == "tokens":  # volume: the whole quantity at its tier's price
+        if q <= 100_000:
+            return q * Decimal("0.00002")
+        return q * (Decimal("0.000015") if q <= 1_000_000 else Decimal("0.00001"))
+    if meter == "tokens_weighted":  # packages of 10,000 at 0.15, partial packages round up
+        return -(-q // 10_000) * Decimal("0.15")
+    if meter == "gpu_max":  # first unit free, then 2.50
+        return max(Decimal(0), q - 1) * Decimal("2.50")
+    if meter == "gpu_min":
+        return q * Decimal("1.25")
+    if meter == "gpu_avg":
+        return q * Decimal("1.75")
+    if meter == "gpu_latest":  # 10 % of the value
+        return q * Decimal("0.1")
+    raise KeyError(meter)
+
+
+def id_digest(ids) -> str:
+    total = sum(int.from_bytes(hashlib.md5(i.encode()).digest()[:8], "big") for i in ids)
+    return f"{total % 2**64:016x}"
+
+
+def scenario_invoice_lines(
+    events: list[UsageEvent], minimum: Decimal
+) -> list[tuple[str, str, Decimal, Decimal, int]]:
+    """(kind, meter, quantity, amount, events) of one period's usage and true-up lines."""
+    quantities = scenario_period_quantities(events)
+    lines = []
+    charged = ("calls", "active_users", "tokens", "tokens_weighted", "gpu_max", "gpu_min")
+    for meter in sorted((*charged, "gpu_avg", "gpu_latest")):
+        if meter in quantities:
+            n, q = quantities[meter]
+            lines.append(("usage", meter, q, _cents(scenario_price(meter, q)), n))
+        elif meter == "active_users":  # the only charge that costs something at zero usage
+            lines.append(("usage", meter, Decimal(0), Decimal("10.00"), 0))
+    usage = sum((ln[3] for ln in lines), Decimal(0))
+    if usage < minimum:
+        lines.append(("minimum", "", Decimal(0), minimum - usage, 0))
+    return lines
