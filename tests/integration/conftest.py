@@ -173,9 +173,10 @@ def make_scratch(base: Settings, tmp: Path) -> Iterator[Scratch]:
     try:
         yield Scratch(settings, run_id, tmp)
     finally:
-        connect(settings).execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
-        delete_topics(settings, settings.all_topics)
-        registry_client(settings).delete_subject(settings.events_subject, permanent=False)
+        if not os.environ.get("METERFLOW_KEEP_SCRATCH"):  # set it to inspect a failed run's data
+            connect(settings).execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
+            delete_topics(settings, settings.all_topics)
+            registry_client(settings).delete_subject(settings.events_subject, permanent=False)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 
 from meterflow.events import UsageEvent
 
@@ -175,7 +175,8 @@ def scenario_price(meter: str, q: Decimal) -> Decimal:
             return q * Decimal("0.00002")
         return q * (Decimal("0.000015") if q <= 1_000_000 else Decimal("0.00001"))
     if meter == "tokens_weighted":  # packages of 10,000 at 0.15, partial packages round up
-        return -(-q // 10_000) * Decimal("0.15")
+        # (Decimal's // truncates toward zero, so ceil is spelled out)
+        return (q / 10_000).to_integral_value(rounding=ROUND_CEILING) * Decimal("0.15")
     if meter == "gpu_max":  # first unit free, then 2.50
         return max(Decimal(0), q - 1) * Decimal("2.50")
     if meter == "gpu_min":
