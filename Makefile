@@ -22,10 +22,11 @@ down:
 status:
 	@bash infra/stack.sh status
 
-run: up  ## demo: produce events, run the job until their windows close, print usage
+run: up  ## demo: produce events, run the job until windows close, print usage and draft invoices
 	@$(PY) -m meterflow.cli produce --count $(DEMO_EVENTS)
 	@time $(PY) -m meterflow.cli job --bounded
 	@$(PY) -m meterflow.cli usage
+	@$(PY) -m meterflow.cli close --preview
 
 # Throughput and latency of the metering job vs a plain-copy baseline (several minutes).
 BENCH_ARGS ?=

@@ -36,6 +36,7 @@ from meterflow.subscriptions import (
     Subscription,
     closable_periods,
     load_subscriptions,
+    period_at,
 )
 
 DEFAULT_CREDITS_FILE = DEFAULT_SUBSCRIPTIONS_FILE.parent / "credits.yaml"
@@ -75,6 +76,7 @@ def plan_work(
     as_of: datetime,
     grace: timedelta,
     lookback: timedelta,
+    preview: bool = False,
 ) -> tuple[list[_Work], int]:
     by_sub: dict[str, list[ledger.FinalHeader]] = defaultdict(list)
     for h in finals.values():
@@ -82,7 +84,9 @@ def plan_work(
     work, skipped = [], 0
     for sub in cat.subscriptions:
         todo = []
-        for p in closable_periods(sub, as_of, grace):
+        # a preview treats the period running at `as_of` as if it ended now
+        current = period_at(sub, as_of) if preview else None
+        for p in [current] if current is not None else closable_periods(sub, as_of, grace):
             if make_invoice_id(p) in finals:
                 skipped += 1
             else:
@@ -110,6 +114,7 @@ def close(
     lookback: timedelta = timedelta(days=100),
     dry_run: bool = False,
     batch: int = 20_000,
+    preview: bool = False,
 ) -> tuple[CloseResult, list[Invoice]]:
     t0 = time.perf_counter()
     db = settings.clickhouse_database
@@ -120,7 +125,7 @@ def close(
     for iid, _, ln in ledger.lines(ch, db, period_end_from=as_of - lookback - timedelta(days=400)):
         target = ln.refers_to.split("/")[0] if ln.kind == "adjustment" else iid
         billed[target].append(ln)
-    work, skipped = plan_work(cat, finals, billed, as_of, grace, lookback)
+    work, skipped = plan_work(cat, finals, billed, as_of, grace, lookback, preview)
     if not work:
         return CloseResult(0, 0, 0, skipped, 0, time.perf_counter() - t0), []
 
@@ -245,9 +250,16 @@ def main(argv: list[str] | None = None) -> int:
         help="re-check final invoices this recent for late events",
     )
     p.add_argument("--dry-run", action="store_true", help="compute and print, write nothing")
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="dry run as if today's periods had ended: the invoices the usage so far makes",
+    )
     a = p.parse_args(argv)
     cat = load_catalog(a.subscriptions, a.prices, a.meters, a.credits)
     as_of = a.as_of or datetime.now(UTC)
+    if a.preview:
+        a.dry_run = True
     res, invoices = close(
         Settings(),
         cat,
@@ -255,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         timedelta(hours=a.grace_hours),
         timedelta(days=a.lookback_days),
         a.dry_run,
+        preview=a.preview,
     )
     for inv in invoices[:20]:
         span = f"{inv.period.start:%Y-%m-%d}..{inv.period.end:%Y-%m-%d}"
@@ -264,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     if len(invoices) > 20:
         print(f"... and {len(invoices) - 20} more")
+    verb = "would close" if a.dry_run else "closed"
     print(
-        f"closed {res.invoices} invoices ({res.lines} lines, {res.adjustment_lines} adjustments), "
+        f"{verb} {res.invoices} invoices ({res.lines} lines, {res.adjustment_lines} adjustments), "
         f"{res.already_final} periods already final, {res.events_read} events read, "
         f"{res.seconds:.1f} s{' (dry run: nothing written)' if a.dry_run else ''}"
     )

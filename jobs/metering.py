@@ -127,6 +127,13 @@ def table_env(opts: JobOptions) -> tuple[StreamExecutionEnvironment, StreamTable
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "3",
         "restart-strategy.fixed-delay.delay": "2s",
+        # Prometheus scrape endpoint of this job's metrics (the reporter ships in PyFlink's
+        # plugins/ dir, which the mini-cluster loads at start). A port range so several jobs
+        # can run side by side: each takes the first free port (infra/ports.env).
+        "metrics.reporter.prom.factory.class": (
+            "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+        ),
+        "metrics.reporter.prom.port": os.environ.get("FLINK_PROM_PORTS", "9250-9260"),
     }
     if opts.restore_from:
         settings["execution.state-recovery.path"] = resolve_checkpoint(opts)
@@ -364,7 +371,14 @@ class ClickHouseBatchWriter(ScalarFunction):
         from connectors.clickhouse import connect
 
         self.ch = connect(self.settings)
-        self.rows_written = function_context.get_metric_group().counter(f"{self.table}_rows")
+        group = function_context.get_metric_group()
+        self.rows_written = group.counter(f"{self.table}_rows")
+        # Sink batch latency: cumulative INSERT milliseconds and INSERT count (their rates give
+        # the mean batch latency), plus the last batch's milliseconds as a gauge.
+        self.insert_ms = group.counter(f"{self.table}_insert_ms")
+        self.inserts = group.counter(f"{self.table}_inserts")
+        self.last_insert_ms = 0
+        group.gauge(f"{self.table}_last_insert_ms", lambda: self.last_insert_ms)
 
     def rows(self, cols: Sequence[pd.Series]) -> list[tuple]:
         raise NotImplementedError
@@ -375,11 +389,18 @@ class ClickHouseBatchWriter(ScalarFunction):
         cols = [a if isinstance(a, pd.Series) else pd.Series([a] * n) for a in args]
         rows = self.rows(cols)
         if rows:
+            import time
+
+            t0 = time.perf_counter()
             self.ch.execute(
                 f"INSERT INTO {self.settings.clickhouse_database}.{self.table} "
                 f"({', '.join(self.columns)}) VALUES",
                 rows,
             )
+            ms = round((time.perf_counter() - t0) * 1000)
+            self.last_insert_ms = ms
+            self.insert_ms.inc(ms)
+            self.inserts.inc()
             self.rows_written.inc(len(rows))
         return pd.Series([1] * n, dtype="int64")
 

@@ -141,6 +141,28 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def cmd_credits(settings: Settings, args: argparse.Namespace) -> None:
+    from connectors import ledger
+    from connectors.clickhouse import connect
+    from meterflow.credits import balances
+
+    cat = _catalog(args)
+    grants = [g for g in cat.grants if args.customer in (None, g.customer_id)]
+    if args.customer and not grants:
+        raise UserError(f"no credit grants for customer {args.customer!r}")
+    db = settings.clickhouse_database
+    apps = ledger.applications(connect(settings, db), db)
+    now = datetime.now(UTC)
+    for g in grants:
+        b = balances([g], apps, now)[g.id]
+        state = "usable" if b.usable else ("expired" if b.expired else "not usable now")
+        expires = f"{g.expires_at:%Y-%m-%d}" if g.expires_at else "never"
+        print(
+            f"{g.customer_id}  {g.id}  {g.currency} {g.amount} granted, {b.remaining} remaining"
+            f"  (priority {g.priority}, expires {expires}, {state})"
+        )
+
+
 class UserError(Exception):
     """Bad input from the operator: printed as one line, exit status 2."""
 
@@ -169,6 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     inv.add_argument("--customer", default=None)
     inv.add_argument("--price-version", type=int, default=None, help="rerate: price version")
     _catalog_args(inv)
+    cr = sub.add_parser("credits", help="prepaid credit grants and their remaining balances")
+    cr.add_argument("--customer", default=None)
+    _catalog_args(cr)
     rc = sub.add_parser("reconcile", help="streamed rated totals vs closed invoices")
     rc.add_argument("--customer", default=None)
     rc.add_argument("--metrics-file", type=Path, default=None, help="write Prometheus gauges")
@@ -186,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         "close": cmd_close,
         "invoices": cmd_invoices,
         "reconcile": cmd_reconcile,
+        "credits": cmd_credits,
     }
     try:
         handlers[args.command](Settings(), args)
