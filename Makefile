@@ -30,8 +30,10 @@ run: up  ## demo: produce events, run the job until windows close, print usage a
 
 # Throughput and latency of the metering job vs a plain-copy baseline (several minutes).
 BENCH_ARGS ?=
+CLOSE_BENCH_ARGS ?=
 bench: up
 	@$(PY) -m benchmarks.bench_metering $(BENCH_ARGS)
+	@$(PY) -m benchmarks.bench_close $(CLOSE_BENCH_ARGS)
 
 lint: setup
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
