@@ -5,17 +5,35 @@ restored from its last checkpoint ends with the same results as an uninterrupted
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
 from connectors.producer import produce_raw
 from meterflow.config import REPO_ROOT
 from meterflow.scenario import Record, ScenarioConfig, flush_phase, generate
 from tests.integration.conftest import kill_job, make_scratch
-from tests.integration.expected import WINDOWS_SQL, actual_windows, expected_windows, window_diff
+from tests.integration.expected import (
+    WINDOWS_SQL,
+    actual_windows,
+    expected_windows,
+    scenario_period_quantities,
+    scenario_price,
+    window_diff,
+)
 
 METERS = str(REPO_ROOT / "schemas" / "meters" / "scenario.yaml")
-JOB_ARGS = ("--meters", METERS, "--checkpoint-interval", "2")
+RATING = (
+    "--prices",
+    str(REPO_ROOT / "schemas" / "prices" / "scenario.yaml"),
+    "--subscriptions",
+    str(REPO_ROOT / "tests" / "integration" / "data" / "scenario_subscriptions.yaml"),
+)
+JOB_ARGS = ("--meters", METERS, "--checkpoint-interval", "2", *RATING)
+# per (customer, period, meter): the sum of streamed window amounts
+RATED_SQL = (
+    "SELECT customer_id, period_start, meter, sum(amount) FROM {db}.rated_usage FINAL "
+    "GROUP BY customer_id, period_start, meter"
+)
 
 
 def _start() -> datetime:
@@ -158,10 +176,24 @@ def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
 
     with make_scratch(base_settings, tmp_path) as ref:
         _produce(ref, records + flush)
-        ref.run_job("--meters", METERS)
+        ref.run_job("--meters", METERS, *RATING)
         assert _windows(ref) == _windows(scratch) == expected
         events_sql = "SELECT event_id, event_name, value, properties FROM {db}.events FINAL"
         assert sorted(ref.query(events_sql)) == sorted(scratch.query(events_sql))
+        # rating state survives the crash: the same streamed amounts as the uninterrupted run,
+        # each equal to the hand-written price of the period's quantity
+        rated = {(c, ps, m): a for c, ps, m, a in scratch.query(RATED_SQL)}
+        assert rated == {(c, ps, m): a for c, ps, m, a in ref.query(RATED_SQL)}
+        periods = defaultdict(list)  # calendar-month periods of tests/integration/data subs
+        for e in sc.accepted:
+            month = e.timestamp.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            periods[(e.customer_id, month.replace(tzinfo=None))].append(e)
+        want = {}
+        for (c, month), evs in periods.items():
+            for meter, (_, q) in scenario_period_quantities(evs).items():
+                if meter != "active_users":  # UNIQUE_COUNT: priced at close only
+                    want[(c, month, meter)] = scenario_price(meter, q)
+        assert rated == want
 
 
 def test_a_silent_partition_does_not_stall_windows(scratch):
