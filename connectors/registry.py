@@ -25,6 +25,16 @@ def register_event_schema(settings: Settings, schema_str: str) -> int:
     return reg.register_schema(settings.events_subject, Schema(schema_str, schema_type="AVRO"))
 
 
+def register_alert_schema(settings: Settings) -> int:
+    """The usage-alert schema under `<alerts topic>-value` (idempotent); returns its id."""
+    from meterflow.config import REPO_ROOT
+
+    text = (REPO_ROOT / "schemas" / "alert" / "v1.avsc").read_text()
+    reg = client(settings)
+    reg.set_compatibility(subject_name=settings.alerts_subject, level=COMPATIBILITY)
+    return reg.register_schema(settings.alerts_subject, Schema(text, schema_type="AVRO"))
+
+
 def schema_fetcher(settings: Settings):
     """fetch(schema_id) -> schema text; SchemaNotFound only when the registry says 404, so an
     unreachable registry fails the job (and it retries) instead of dead-lettering good data."""

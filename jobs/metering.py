@@ -39,7 +39,16 @@ from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
 from pyflink.table.expressions import col
 from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
-from jobs.rating_operator import RATED, RATED_COLUMNS, WINDOW_FIELDS, RateWindows, dec, row_type
+from jobs.rating_operator import (
+    ALERT_COLUMNS,
+    ALERTS,
+    RATED,
+    RATED_COLUMNS,
+    WINDOW_FIELDS,
+    RateWindows,
+    dec,
+    row_type,
+)
 from meterflow.config import REPO_ROOT, Settings
 from meterflow.decoding import Limits
 from meterflow.meters import DEFAULT_METERS_FILE, Aggregation, Meter, load_meters
@@ -523,21 +532,55 @@ def kafka_sink_ddl(
 
 
 def rate_windows(
-    t_env: StreamTableEnvironment, windows: Table, opts: JobOptions
-) -> tuple[Table, Table]:
-    """Window firings -> (the same firings, rated rows). Retractions of an earlier firing are
-    dropped here: the next firing of that window carries its new partials."""
+    t_env: StreamTableEnvironment, windows: Table, settings: Settings, opts: JobOptions
+) -> tuple[Table, Table, Table]:
+    """Window firings -> (the same firings, rated rows, quota alerts). Retractions of an
+    earlier firing are dropped here: the next firing of that window carries its new partials."""
     changes: DataStream = t_env.to_changelog_stream(windows)
     fired = (
         changes.filter(lambda r: r.get_row_kind() != RowKind.UPDATE_BEFORE)
         .map(lambda r: Row(*r), output_type=row_type(WINDOW_FIELDS))
         .key_by(lambda r: f"{r[2]}\x1f{r[0]}\x1f{r[1]}", key_type=Types.STRING())
         .process(
-            RateWindows(str(opts.meters_file), str(opts.subscriptions_file), str(opts.prices_file)),
+            RateWindows(
+                str(opts.meters_file),
+                str(opts.subscriptions_file),
+                str(opts.prices_file),
+                settings,
+            ),
             output_type=row_type(WINDOW_FIELDS),
         )
     )
-    return t_env.from_data_stream(fired), t_env.from_data_stream(fired.get_side_output(RATED))
+    return (
+        t_env.from_data_stream(fired),
+        t_env.from_data_stream(fired.get_side_output(RATED)),
+        t_env.from_data_stream(fired.get_side_output(ALERTS)),
+    )
+
+
+class WriteAlerts(ClickHouseBatchWriter):
+    table = "alerts"
+    columns = (
+        "alert_id", "customer_id", "subscription_id", "meter", "period_start", "period_end",
+        "threshold_pct", "quantity", "quota", "hard_cap", "window_start", "written_at",
+    )  # fmt: skip
+
+    def rows(self, cols: Sequence[pd.Series]) -> list[tuple]:
+        now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        return [
+            (
+                *r[:4],
+                _naive_utc(r[4]),
+                _naive_utc(r[5]),
+                int(r[6]),
+                dec(r[7]),
+                dec(r[8]),
+                int(bool(r[9])),
+                _naive_utc(r[10]),
+                now,
+            )
+            for r in zip(*cols, strict=True)
+        ]
 
 
 class WriteRatedUsage(ClickHouseBatchWriter):
@@ -675,6 +718,21 @@ def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
         "write_rated_usage",
         udf(WriteRatedUsage(settings), result_type=DataTypes.BIGINT(), func_type="pandas"),
     )
+    t_env.create_temporary_function(
+        "write_alerts",
+        udf(WriteAlerts(settings), result_type=DataTypes.BIGINT(), func_type="pandas"),
+    )
+    t_env.execute_sql(
+        kafka_sink_ddl(
+            "alerts_sink",
+            settings.alerts_topic,
+            "customer_id STRING, payload BYTES",
+            "raw",
+            settings,
+            opts,
+            key="customer_id",
+        )
+    )
     for window_s in sorted({m.window.seconds for m in meters}):
         union = window_union_sql(meters, window_s)
         size = interval(window_s)
@@ -691,12 +749,20 @@ def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
         if opts.prices_file is None or opts.subscriptions_file is None:
             t_env.create_temporary_view(f"windows_{window_s}", windows)
         else:
-            fired, rated = rate_windows(t_env, windows, opts)
+            fired, rated, alerts = rate_windows(t_env, windows, settings, opts)
             t_env.create_temporary_view(f"windows_{window_s}", fired)
             t_env.create_temporary_view(f"rated_{window_s}", rated)
+            t_env.create_temporary_view(f"alerts_{window_s}", alerts)
             stmts.add_insert_sql(
                 f"INSERT INTO written SELECT write_rated_usage({', '.join(RATED_COLUMNS)}) "
                 f"FROM rated_{window_s}"
+            )
+            alert_cols = ", ".join(c for c in ALERT_COLUMNS if c != "payload")
+            stmts.add_insert_sql(
+                f"INSERT INTO written SELECT write_alerts({alert_cols}) FROM alerts_{window_s}"
+            )
+            stmts.add_insert_sql(
+                f"INSERT INTO alerts_sink SELECT customer_id, payload FROM alerts_{window_s}"
             )
         stmts.add_insert_sql(f"""
             INSERT INTO written

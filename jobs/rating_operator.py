@@ -13,6 +13,7 @@ from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
+from meterflow.config import Settings
 from meterflow.meters import Aggregation, load_meters
 
 WINDOW_FIELDS = (
@@ -58,6 +59,23 @@ def row_type(fields: Sequence[tuple[str, object]]):
 
 RATED = OutputTag("rated", row_type(RATED_FIELDS))
 
+ALERT_FIELDS = (
+    ("alert_id", Types.STRING()),
+    ("customer_id", Types.STRING()),
+    ("subscription_id", Types.STRING()),
+    ("meter", Types.STRING()),
+    ("period_start", Types.SQL_TIMESTAMP()),
+    ("period_end", Types.SQL_TIMESTAMP()),
+    ("threshold_pct", Types.INT()),
+    ("quantity", Types.STRING()),
+    ("quota", Types.STRING()),
+    ("hard_cap", Types.BOOLEAN()),
+    ("window_start", Types.SQL_TIMESTAMP()),
+    ("payload", Types.PRIMITIVE_ARRAY(Types.BYTE())),  # Confluent-Avro bytes for the topic
+)
+ALERT_COLUMNS = tuple(name for name, _ in ALERT_FIELDS)
+ALERTS = OutputTag("alerts", row_type(ALERT_FIELDS))
+
 
 class RateWindows(KeyedProcessFunction):
     """Passes every window firing on and, when the customer's plan charges for the meter, emits
@@ -65,8 +83,11 @@ class RateWindows(KeyedProcessFunction):
     meter version): a charge prices the meter's total over its dimensions. The key's open
     periods live in checkpointed state."""
 
-    def __init__(self, meters_file: str, subscriptions_file: str, prices_file: str) -> None:
+    def __init__(
+        self, meters_file: str, subscriptions_file: str, prices_file: str, settings: Settings
+    ) -> None:
         self.files = (meters_file, subscriptions_file, prices_file)
+        self.settings = settings
 
     def open(self, runtime_context: RuntimeContext) -> None:
         from meterflow.pricing import load_price_book
@@ -79,7 +100,9 @@ class RateWindows(KeyedProcessFunction):
         self.state = runtime_context.get_state(
             ValueStateDescriptor("line", Types.PICKLED_BYTE_ARRAY())
         )
+        self.alert_codec = None  # registered on the first alert: most jobs never fire one
         metrics = runtime_context.get_metrics_group()
+        self.alerts_fired = metrics.counter("alerts_fired")
         self.rated = metrics.counter("windows_rated")
         self.unrated = metrics.counter("windows_unrated")
 
@@ -108,9 +131,12 @@ class RateWindows(KeyedProcessFunction):
                 rc.model,
             )
             windows = state.periods[period_s]
+            due = state.alerts_due(period_s, pq, rc.quota) if rc.quota is not None else []
             # Older periods can no longer change: allowed lateness is minutes, not months.
             state.forget_before(period_s - 100 * 86400)
             self.state.update(state)
+            for pct in due:
+                yield ALERTS, self._alert_row(rc, meter, pct, pq, ws)
             quantity = window_quantity_of(aggregation, n, dec(s), dec(mn), dec(mx), row[10], lk)
             yield RATED, Row(
                 customer, rc.subscription.id,
@@ -120,6 +146,68 @@ class RateWindows(KeyedProcessFunction):
                 sum(w.n for w in windows.values()),
             )  # fmt: skip
         self.rated.inc()
+
+    def _alert_row(self, rc, meter: str, pct: int, quantity, ws) -> Row:
+        from meterflow.alerts import Alert
+
+        if self.alert_codec is None:
+            self.alert_codec = AlertCodec(self.settings)
+        assert rc.quota is not None
+        alert = Alert(
+            rc.subscription.customer_id, rc.subscription.id, meter, rc.period.start,
+            rc.period.end, pct, quantity, rc.quota.limit, rc.quota.hard_cap,
+        )  # fmt: skip
+        self.alerts_fired.inc()
+        return Row(
+            alert.alert_id, alert.customer_id, alert.subscription_id, meter,
+            rc.period.start.replace(tzinfo=None), rc.period.end.replace(tzinfo=None), pct,
+            str(quantity), str(rc.quota.limit), rc.quota.hard_cap, ws,
+            self.alert_codec.encode(alert, ws.replace(tzinfo=UTC)),
+        )  # fmt: skip
+
+
+class AlertCodec:
+    """Alerts in the Confluent wire format, with the schema registered under the alerts
+    subject (idempotent), so any Avro consumer with a registry client can read the topic."""
+
+    def __init__(self, settings: Settings) -> None:
+        import json
+
+        import fastavro
+
+        from connectors.registry import register_alert_schema
+        from meterflow.config import REPO_ROOT
+
+        self.schema_id = register_alert_schema(settings)
+        text = (REPO_ROOT / "schemas" / "alert" / "v1.avsc").read_text()
+        self.schema = fastavro.parse_schema(json.loads(text))
+
+    def encode(self, alert, window_start) -> bytes:
+        import io
+        import struct
+
+        import fastavro
+
+        buf = io.BytesIO()
+        buf.write(b"\x00" + struct.pack(">I", self.schema_id))
+        fastavro.schemaless_writer(
+            buf,
+            self.schema,
+            {
+                "alert_id": alert.alert_id,
+                "customer_id": alert.customer_id,
+                "subscription_id": alert.subscription_id,
+                "meter": alert.meter,
+                "period_start": alert.period_start,
+                "period_end": alert.period_end,
+                "threshold_pct": alert.threshold_pct,
+                "quantity": str(alert.quantity),
+                "limit": str(alert.limit),
+                "hard_cap": alert.hard_cap,
+                "window_start": window_start,
+            },
+        )
+        return buf.getvalue()
 
 
 def _q18(d) -> str:

@@ -16,11 +16,12 @@ from meterflow.config import Settings
 def cmd_init(settings: Settings, _args: argparse.Namespace) -> None:
     from connectors.clickhouse import migrate
     from connectors.kafka_admin import ensure_topics
-    from connectors.registry import register_event_schema
+    from connectors.registry import register_alert_schema, register_event_schema
     from meterflow.events import schema_text
 
     created = ensure_topics(settings, settings.all_topics)
     schema_id = register_event_schema(settings, schema_text(1))
+    register_alert_schema(settings)
     applied = migrate(settings)
     print(
         f"topics created: {created or 'none'}; subject {settings.events_subject} -> id {schema_id}"

@@ -41,8 +41,16 @@ class Settings:
         return f"{self.events_topic}-late"
 
     @property
+    def alerts_topic(self) -> str:
+        return f"{self.events_topic}-alerts"
+
+    @property
+    def alerts_subject(self) -> str:
+        return f"{self.alerts_topic}-value"
+
+    @property
     def all_topics(self) -> list[str]:
-        return [self.events_topic, self.dlq_topic, self.late_topic]
+        return [self.events_topic, self.dlq_topic, self.late_topic, self.alerts_topic]
 
     @property
     def events_subject(self) -> str:

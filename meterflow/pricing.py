@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from meterflow.alerts import Quota
 from meterflow.config import REPO_ROOT
 from meterflow.money import Currency, currency, round_amount
 
@@ -409,6 +410,7 @@ class PlanVersion:
     effective_from: datetime  # UTC, aware
     minimum: Decimal | None
     charges: Mapping[str, Charge]  # by meter id
+    quotas: Mapping[str, Quota] = field(default_factory=dict)  # by meter id (usage alerts)
 
 
 @dataclass(frozen=True)
@@ -606,7 +608,9 @@ def _version(ctx: _Ctx, raw: Any, cur: Currency) -> PlanVersion:
     if not isinstance(raw, dict):
         raise ctx.error("versions", f"each version must be a mapping, got {raw!r}")
     ctx = ctx.at(version=str(raw.get("version", "?")))
-    _unknown_fields(ctx, raw, {"version", "effective_from", "minimum", "charges"}, "version")
+    _unknown_fields(
+        ctx, raw, {"version", "effective_from", "minimum", "charges", "quotas"}, "version"
+    )
     n = raw.get("version")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ctx.error("version", f"must be an integer >= 1, got {n!r}")
@@ -630,7 +634,29 @@ def _version(ctx: _Ctx, raw: Any, cur: Currency) -> PlanVersion:
         meter_id = _name(ctx, "charges", meter)
         model = _charge(ctx.at(charge=meter_id), spec)
         out[meter_id] = Charge(meter_id, model, dict(spec))
-    return PlanVersion(n, effective_from, minimum, MappingProxyType(out))
+    return PlanVersion(n, effective_from, minimum, MappingProxyType(out), _quotas(ctx, raw, out))
+
+
+def _quotas(ctx: _Ctx, raw: Mapping[str, Any], charges: Mapping[str, Charge]) -> Mapping:
+    quotas = raw.get("quotas") or {}
+    if not isinstance(quotas, dict):
+        raise ctx.error("quotas", "must map meter ids to {limit, hard_cap}")
+    out = {}
+    for meter, spec in quotas.items():
+        fld = f"quotas.{meter}"
+        if meter not in charges:
+            # alerts come from the rating of charged meters
+            raise ctx.error(fld, "a quota needs a charge for the same meter")
+        if not isinstance(spec, dict) or "limit" not in spec or set(spec) - {"limit", "hard_cap"}:
+            raise ctx.error(fld, "must be {limit: N, hard_cap: true|false}")
+        limit = _decimal(ctx, f"{fld}.limit", spec["limit"])
+        if limit <= 0:
+            raise ctx.error(f"{fld}.limit", f"must be > 0, got {_fmt(limit)}")
+        hard_cap = spec.get("hard_cap", False)
+        if not isinstance(hard_cap, bool):
+            raise ctx.error(f"{fld}.hard_cap", "must be true or false")
+        out[meter] = Quota(limit, hard_cap)
+    return MappingProxyType(out)
 
 
 def _plan(ctx: _Ctx, raw: Any) -> Plan:

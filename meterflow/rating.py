@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from meterflow.alerts import Quota, crossed
 from meterflow.decoding import latest_value
 from meterflow.events import QUANTUM, WIDE
 from meterflow.meters import Aggregation, Meter
@@ -80,6 +81,8 @@ class LineState:
     -> partials."""
 
     periods: dict[int, dict[tuple[int, str], WindowPartials]] = field(default_factory=dict)
+    # period start -> quota thresholds (percent) already alerted
+    alerted: dict[int, set[int]] = field(default_factory=dict)
 
     def fire(
         self,
@@ -106,6 +109,15 @@ class LineState:
     def forget_before(self, period_start_s: int) -> None:
         for p in [p for p in self.periods if p < period_start_s]:
             del self.periods[p]
+        for p in [p for p in self.alerted if p < period_start_s]:
+            del self.alerted[p]
+
+    def alerts_due(self, period_start_s: int, quantity: Decimal, quota: Quota) -> list[int]:
+        """Thresholds reached now and not alerted before in this period; marks them alerted."""
+        fired = self.alerted.setdefault(period_start_s, set())
+        due = crossed(quantity, quota, fired)
+        fired.update(due)
+        return due
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,7 @@ class RatingContext:
     price_version: int
     currency: str
     model: PriceModel
+    quota: Quota | None = None
 
 
 class Rater:
@@ -144,7 +157,13 @@ class Rater:
         if charge is None:
             return None
         return RatingContext(
-            sub, period, plan_id, version.version, plan.currency.code, charge.model
+            sub,
+            period,
+            plan_id,
+            version.version,
+            plan.currency.code,
+            charge.model,
+            version.quotas.get(meter),
         )
 
 

@@ -176,7 +176,10 @@ def make_scratch(base: Settings, tmp: Path) -> Iterator[Scratch]:
         if not os.environ.get("METERFLOW_KEEP_SCRATCH"):  # set it to inspect a failed run's data
             connect(settings).execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
             delete_topics(settings, settings.all_topics)
-            registry_client(settings).delete_subject(settings.events_subject, permanent=False)
+            reg = registry_client(settings)
+            reg.delete_subject(settings.events_subject, permanent=False)
+            if settings.alerts_subject in reg.get_subjects():  # only once an alert fired
+                reg.delete_subject(settings.alerts_subject, permanent=False)
 
 
 @pytest.fixture

@@ -5,10 +5,13 @@ adjustment line on the next invoice."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
+import fastavro
 import pytest
 import yaml
 
@@ -158,13 +161,19 @@ def billed(module_scratch, tmp_path_factory):
         return ledger.streamed_totals(scratch.ch(), scratch.settings.clickhouse_database)
 
     # what the stream must have rated: on-time events only (late ones never reach a window)
-    want_streamed = {}
+    want_streamed, want_alerts = {}, set()
     for c in PLANS:
         for p in _periods(starts[c], as_of):
             evs = [e for e in usage if e.customer_id == c and p[0] <= e.timestamp < p[1]]
             for meter, (_, q) in scenario_period_quantities(evs).items():
                 if meter != "active_users":  # UNIQUE_COUNT is priced at close only
                     want_streamed[(c, p[0], meter)] = scenario_price(meter, q)
+                # plan `scenario` quotas: calls 100 (hard cap), gpu_max 8; 75/90/100 %
+                limit = {"calls": 100, "gpu_max": 8}.get(meter)
+                if PLANS[c][0] == "scenario" and limit is not None:
+                    for pct in (75, 90, 100):
+                        if q * 100 >= limit * pct:
+                            want_alerts.add((c, meter, pct, meter == "calls"))  # the quota's flag
 
     def streamed_by_meter() -> dict:
         return {(c, ps, m): amount for (c, ps, m, _), amount in streamed().items()}
@@ -224,6 +233,13 @@ def billed(module_scratch, tmp_path_factory):
             job=job,
             describe=lambda: f"{streamed_by_meter()} != {want_streamed}",
         )
+        alerts_topic = scratch.settings.alerts_topic
+        scratch.wait_for(
+            "alerts on the topic",
+            lambda: len(scratch.topic_records(alerts_topic, 2)) >= len(want_alerts),
+            job=job,
+        )
+        alert_records = scratch.topic_records(alerts_topic, 2)
         first_close, invoices = close(scratch.settings, cat, as_of, GRACE)
         ledger_rows = {t: _count(scratch, t) for t in ("invoices", "invoice_lines")}
         rerun, _ = close(scratch.settings, cat, as_of, GRACE)
@@ -252,6 +268,8 @@ def billed(module_scratch, tmp_path_factory):
         "after_rerun": after_rerun,
         "late_event": late_event,
         "want_streamed": want_streamed,
+        "want_alerts": want_alerts,
+        "alert_records": alert_records,
     }
 
 
@@ -350,6 +368,28 @@ def test_streamed_amounts_telescope_to_the_period_price(billed):
     }
     assert got == b["want_streamed"]
     assert "cust-3" not in {c for c, _, _ in got}, "a customer without subscription was rated"
+
+
+def test_quota_alerts_fire_once_per_threshold_to_topic_and_table(billed):
+    b = billed
+    want = b["want_alerts"]
+    assert want, "the scenario should cross some quota thresholds"
+    rows = b["scratch"].query(
+        "SELECT customer_id, meter, threshold_pct, hard_cap, alert_id FROM {db}.alerts FINAL"
+    )
+    assert {(c, m, p, bool(h)) for c, m, p, h, _ in rows} == want
+    schema = fastavro.parse_schema(json.loads((REPO_ROOT / "schemas/alert/v1.avsc").read_text()))
+    decoded = [
+        fastavro.schemaless_reader(io.BytesIO(m.value()[5:]), schema) for m in b["alert_records"]
+    ]
+    assert sorted(d["alert_id"] for d in decoded) == sorted(r[4] for r in rows)  # once each
+    assert {(d["customer_id"], d["meter"], d["threshold_pct"], d["hard_cap"]) for d in decoded} == (
+        want
+    )
+    assert all(
+        m.key().decode() == d["customer_id"]
+        for m, d in zip(b["alert_records"], decoded, strict=True)
+    )
 
 
 def test_reconciliation_matches_or_is_explained_by_late_events(billed):
