@@ -46,8 +46,13 @@ def produce_events(
     )
 
 
-def produce_raw(settings: Settings, records: Iterable[tuple[bytes | None, bytes, int]]) -> int:
-    """Send pre-serialized (key, value, record timestamp ms) records in order; wait for all."""
+def produce_raw(
+    settings: Settings,
+    records: Iterable[tuple[bytes | None, bytes, int]],
+    topic: str | None = None,
+) -> int:
+    """Send pre-serialized (key, value, record timestamp ms) records in order to `topic` (the
+    events topic by default); wait for all."""
     producer = Producer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -60,7 +65,7 @@ def produce_raw(settings: Settings, records: Iterable[tuple[bytes | None, bytes,
     )
     return _send_all(
         producer,
-        settings.events_topic,
+        topic or settings.events_topic,
         ({"key": k, "value": v, "timestamp": ts} for k, v, ts in records),
     )
 

@@ -164,6 +164,39 @@ def cmd_credits(settings: Settings, args: argparse.Namespace) -> None:
         )
 
 
+def cmd_alerts(settings: Settings, args: argparse.Namespace) -> None:
+    if args.action == "list":
+        from connectors.clickhouse import connect
+
+        db = settings.clickhouse_database
+        where = "WHERE customer_id = %(c)s" if args.customer else ""
+        rows = connect(settings, db).execute(
+            "SELECT customer_id, meter, period_start, threshold_pct, quantity, quota, hard_cap "
+            f"FROM {db}.alerts FINAL {where} ORDER BY customer_id, meter, period_start, "
+            "threshold_pct",
+            {"c": args.customer},
+        )
+        for c, m, ps, pct, q, quota, cap in rows:
+            flag = "  HARD CAP" if cap and pct >= 100 else ""
+            print(
+                f"{c}  {m}  period {ps:%Y-%m-%d}  {pct}%  "
+                f"{q.normalize():f} of {quota.normalize():f}{flag}"
+            )
+        print(f"{len(rows)} alerts")
+        return
+    from connectors.alerts import send_alerts
+    from meterflow.webhook import DeliveryError, RetryPolicy, post_json
+
+    if not args.url:
+        raise UserError("alerts webhook: --url is required")
+    policy = RetryPolicy(attempts=args.attempts)
+    try:
+        res = send_alerts(settings, lambda a: post_json(args.url, a), args.group_id, policy)
+    except DeliveryError as exc:
+        raise UserError(f"webhook {args.url}: {exc}") from None
+    print(f"delivered {res.sent} alerts ({res.attempts} attempts)")
+
+
 class UserError(Exception):
     """Bad input from the operator: printed as one line, exit status 2."""
 
@@ -195,6 +228,12 @@ def main(argv: list[str] | None = None) -> None:
     cr = sub.add_parser("credits", help="prepaid credit grants and their remaining balances")
     cr.add_argument("--customer", default=None)
     _catalog_args(cr)
+    al = sub.add_parser("alerts", help="usage alerts: list them, or deliver them to a webhook")
+    al.add_argument("action", choices=["list", "webhook"])
+    al.add_argument("--customer", default=None)
+    al.add_argument("--url", default=None, help="webhook: receiver URL (POST, JSON body)")
+    al.add_argument("--attempts", type=int, default=5, help="webhook: tries per alert")
+    al.add_argument("--group-id", default="meterflow-alerts-webhook")
     rc = sub.add_parser("reconcile", help="streamed rated totals vs closed invoices")
     rc.add_argument("--customer", default=None)
     rc.add_argument("--metrics-file", type=Path, default=None, help="write Prometheus gauges")
@@ -213,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         "invoices": cmd_invoices,
         "reconcile": cmd_reconcile,
         "credits": cmd_credits,
+        "alerts": cmd_alerts,
     }
     try:
         handlers[args.command](Settings(), args)

@@ -1,0 +1,63 @@
+"""Alerts topic consumer for the webhook sender, and the alerts table reader."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from connectors.registry import client as registry_client
+from meterflow.config import Settings
+from meterflow.webhook import DeliveryError, RetryPolicy, deliver
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class SendResult:
+    sent: int
+    attempts: int
+
+
+def send_alerts(
+    settings: Settings,
+    post: Callable[[dict], None],
+    group_id: str = "meterflow-alerts-webhook",
+    policy: RetryPolicy = DEFAULT_POLICY,
+    idle_s: float = 5.0,
+) -> SendResult:
+    """Deliver every committed alert after this group's offset, in order, committing each after
+    a successful POST. Returns when no alert arrived for `idle_s`. Raises DeliveryError (offset
+    not committed) when the receiver keeps failing."""
+    topic = settings.alerts_topic
+    deser = AvroDeserializer(registry_client(settings))
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": group_id,
+            "isolation.level": "read_committed",  # only alerts of completed checkpoints
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe([topic])
+    sent = attempts = 0
+    try:
+        while True:
+            msg = c.poll(idle_s)
+            if msg is None:
+                return SendResult(sent, attempts)
+            if msg.error():
+                raise DeliveryError(f"alerts topic: {msg.error()}")
+            alert = deser(msg.value(), SerializationContext(topic, MessageField.VALUE))
+            attempts += deliver(lambda a=alert: post(a), policy)
+            c.commit(
+                offsets=[TopicPartition(topic, msg.partition(), msg.offset() + 1)],
+                asynchronous=False,
+            )
+            sent += 1
+    finally:
+        c.close()
