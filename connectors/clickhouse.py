@@ -90,14 +90,40 @@ class UsageWindow:
     revision: int
 
 
-def read_windows(ch: Client, db: str, customer_id: str | None = None) -> list[UsageWindow]:
-    """Current usage: one row per window (its newest revision), in key order."""
-    where = "WHERE customer_id = %(c)s" if customer_id else ""
+def read_windows(
+    ch: Client,
+    db: str,
+    customer_id: str | None = None,
+    meter: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    dimensions: dict[str, str] | None = None,
+) -> list[UsageWindow]:
+    """Current usage: one row per window (its newest revision), in key order, optionally for
+    one customer / meter / dimension values and windows starting in [start, end)."""
+    cond, params = [], {}
+    if customer_id:
+        cond.append("customer_id = %(c)s")
+        params["c"] = customer_id
+    if meter:
+        cond.append("meter = %(m)s")
+        params["m"] = meter
+    if start:
+        cond.append("window_start >= %(s)s")
+        params["s"] = start.astimezone(UTC).replace(tzinfo=None)
+    if end:
+        cond.append("window_start < %(e)s")
+        params["e"] = end.astimezone(UTC).replace(tzinfo=None)
+    for i, (k, v) in enumerate(sorted((dimensions or {}).items())):
+        # dimensions are flat JSON with sorted keys (decoding.dimensions_json)
+        cond.append(f"visitParamExtractString(dimensions, %(dk{i})s) = %(dv{i})s")
+        params[f"dk{i}"], params[f"dv{i}"] = k, v
+    where = f"WHERE {' AND '.join(cond)}" if cond else ""
     rows = ch.execute(
         "SELECT customer_id, meter, meter_version, dimensions, window_start, window_end, "
         f"event_count, quantity, revision FROM {db}.usage_windows FINAL {where} "
         "ORDER BY customer_id, meter, meter_version, dimensions, window_start",
-        {"c": customer_id},
+        params,
     )
     return [
         UsageWindow(

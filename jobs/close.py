@@ -16,7 +16,7 @@ import argparse
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +30,7 @@ from meterflow.invoicing import invoice_id as make_invoice_id
 from meterflow.meters import DEFAULT_METERS_FILE, Meter, load_meters
 from meterflow.period_usage import StoredEvent, period_usage
 from meterflow.pricing import DEFAULT_PRICES_FILE, PriceBook, load_price_book
+from meterflow.progress import Progress
 from meterflow.subscriptions import (
     DEFAULT_SUBSCRIPTIONS_FILE,
     Period,
@@ -115,6 +116,7 @@ def close(
     dry_run: bool = False,
     batch: int = 20_000,
     preview: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[CloseResult, list[Invoice]]:
     t0 = time.perf_counter()
     db = settings.clickhouse_database
@@ -145,8 +147,13 @@ def close(
     invoices: list[Invoice] = []
     written = lines = adjustments = events_read = 0
 
+    total_customers, done_customers = len(work_by_customer), 0
+
     def finish(customer: str, events: list[StoredEvent]) -> None:
-        nonlocal adjustments
+        nonlocal adjustments, done_customers
+        done_customers += 1
+        if progress is not None:
+            progress(done_customers, total_customers)
         for w in work_by_customer.pop(customer, []):
             sub = w.subscription
             adj: list[Line] = []
@@ -268,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         timedelta(days=a.lookback_days),
         a.dry_run,
         preview=a.preview,
+        progress=Progress("close: customers", 0),
     )
     for inv in invoices[:20]:
         span = f"{inv.period.start:%Y-%m-%d}..{inv.period.end:%Y-%m-%d}"

@@ -77,6 +77,7 @@ class JobOptions:
     prices_file: Path | None = DEFAULT_PRICES_FILE
     subscriptions_file: Path | None = DEFAULT_SUBSCRIPTIONS_FILE
     limits: Limits = field(default_factory=Limits)
+    replay: tuple[int, int] | None = None  # Kafka record time range [from, to) in ms
 
 
 # ----------------------------------------------------------------------------- environment
@@ -136,9 +137,10 @@ def table_env(opts: JobOptions) -> tuple[StreamExecutionEnvironment, StreamTable
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "3",
         "restart-strategy.fixed-delay.delay": "2s",
-        # Prometheus scrape endpoint of this job's metrics (the reporter ships in PyFlink's
-        # plugins/ dir, which the mini-cluster loads at start). A port range so several jobs
-        # can run side by side: each takes the first free port (infra/ports.env).
+        # Prometheus scrape endpoint of this job's metrics. A local mini-cluster loads metric
+        # reporters from its classpath only, so infra/setup.sh copies the reporter PyFlink ships
+        # under plugins/ into pyflink/lib. A port range so several jobs can run side by side:
+        # each takes the first free port (FLINK_PROM_PORTS, infra/ports.env).
         "metrics.reporter.prom.factory.class": (
             "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
         ),
@@ -178,6 +180,12 @@ def interval(seconds: int) -> str:
 
 def source_ddl(settings: Settings, opts: JobOptions) -> str:
     bounded = "'scan.bounded.mode' = 'latest-offset'," if opts.bounded else ""
+    startup = "'scan.startup.mode' = 'group-offsets',"
+    if opts.replay is not None:
+        # a replay reads the records whose Kafka timestamps fall in [from, to), then stops
+        lo, hi = opts.replay
+        startup = f"'scan.startup.mode' = 'timestamp', 'scan.startup.timestamp-millis' = '{lo}',"
+        bounded = f"'scan.bounded.mode' = 'timestamp', 'scan.bounded.timestamp-millis' = '{hi}',"
     return f"""
     CREATE TEMPORARY TABLE kafka_records (
         payload      BYTES,
@@ -192,7 +200,7 @@ def source_ddl(settings: Settings, opts: JobOptions) -> str:
         'properties.group.id' = '{opts.group_id}',
         'properties.auto.offset.reset' = 'earliest',
         'properties.isolation.level' = 'read_committed',
-        'scan.startup.mode' = 'group-offsets',
+        {startup}
         {bounded}
         'value.format' = 'raw'
     )
@@ -773,6 +781,11 @@ def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
     return env
 
 
+def _iso_to_ms(text: str) -> int:
+    t = datetime.fromisoformat(text)
+    return int((t.replace(tzinfo=UTC) if t.tzinfo is None else t).timestamp() * 1000)
+
+
 def _optional_path(text: str) -> Path | None:
     return None if text.lower() == "none" else Path(text)
 
@@ -796,7 +809,20 @@ def main(argv: list[str] | None = None) -> None:
         help="price book for real-time rating ('none': meter without rating)",
     )
     p.add_argument("--subscriptions", type=_optional_path, default=DEFAULT_SUBSCRIPTIONS_FILE)
+    p.add_argument(
+        "--replay",
+        nargs=2,
+        metavar=("FROM", "TO"),
+        default=None,
+        help="re-meter the records with Kafka timestamps in [FROM, TO) (UTC ISO times), stop",
+    )
     a = p.parse_args(argv)
+    replay = None
+    if a.replay is not None:
+        lo, hi = (_iso_to_ms(t) for t in a.replay)
+        if hi <= lo:
+            p.error(f"--replay: {a.replay[1]} is not after {a.replay[0]}")
+        replay = (lo, hi)
     opts = JobOptions(
         bounded=a.bounded,
         parallelism=a.parallelism,
@@ -810,6 +836,7 @@ def main(argv: list[str] | None = None) -> None:
         meters_file=a.meters,
         prices_file=a.prices,
         subscriptions_file=a.subscriptions,
+        replay=replay,
     )
     env = build(Settings(), load_meters(opts.meters_file), opts)
     env.execute(f"meterflow-metering[{opts.group_id}]")
