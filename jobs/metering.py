@@ -41,15 +41,18 @@ from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
 from jobs.rating_operator import (
     ALERT_COLUMNS,
+    ALERT_FIELDS,
     ALERTS,
     RATED,
     RATED_COLUMNS,
     WINDOW_FIELDS,
+    CreditAlerts,
     RateWindows,
     dec,
     row_type,
 )
 from meterflow.config import REPO_ROOT, Settings
+from meterflow.credits import DEFAULT_CREDITS_FILE
 from meterflow.decoding import Limits
 from meterflow.meters import DEFAULT_METERS_FILE, Aggregation, Meter, load_meters
 from meterflow.pricing import DEFAULT_PRICES_FILE
@@ -76,6 +79,7 @@ class JobOptions:
     # Real-time rating needs both; without them windows are metered but not rated.
     prices_file: Path | None = DEFAULT_PRICES_FILE
     subscriptions_file: Path | None = DEFAULT_SUBSCRIPTIONS_FILE
+    credits_file: Path | None = DEFAULT_CREDITS_FILE  # credit-balance alerts ('none': off)
     limits: Limits = field(default_factory=Limits)
     replay: tuple[int, int] | None = None  # Kafka record time range [from, to) in ms
 
@@ -541,7 +545,7 @@ def kafka_sink_ddl(
 
 def rate_windows(
     t_env: StreamTableEnvironment, windows: Table, settings: Settings, opts: JobOptions
-) -> tuple[Table, Table, Table]:
+) -> tuple[Table, DataStream, DataStream]:
     """Window firings -> (the same firings, rated rows, quota alerts). Retractions of an
     earlier firing are dropped here: the next firing of that window carries its new partials."""
     changes: DataStream = t_env.to_changelog_stream(windows)
@@ -561,8 +565,16 @@ def rate_windows(
     )
     return (
         t_env.from_data_stream(fired),
-        t_env.from_data_stream(fired.get_side_output(RATED)),
-        t_env.from_data_stream(fired.get_side_output(ALERTS)),
+        fired.get_side_output(RATED),
+        fired.get_side_output(ALERTS),
+    )
+
+
+def credit_alerts(rated: DataStream, settings: Settings, opts: JobOptions) -> DataStream:
+    """Rated rows of every meter -> alerts when a customer's cost so far this period reaches
+    75/90/100 % of its usable prepaid credit."""
+    return rated.key_by(lambda r: r[0], key_type=Types.STRING()).process(
+        CreditAlerts(str(opts.credits_file), settings), output_type=row_type(ALERT_FIELDS)
     )
 
 
@@ -741,6 +753,8 @@ def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
             key="customer_id",
         )
     )
+    rated_streams: list[DataStream] = []
+    alert_streams: list[DataStream] = []
     for window_s in sorted({m.window.seconds for m in meters}):
         union = window_union_sql(meters, window_s)
         size = interval(window_s)
@@ -759,24 +773,26 @@ def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
         else:
             fired, rated, alerts = rate_windows(t_env, windows, settings, opts)
             t_env.create_temporary_view(f"windows_{window_s}", fired)
-            t_env.create_temporary_view(f"rated_{window_s}", rated)
-            t_env.create_temporary_view(f"alerts_{window_s}", alerts)
-            stmts.add_insert_sql(
-                f"INSERT INTO written SELECT write_rated_usage({', '.join(RATED_COLUMNS)}) "
-                f"FROM rated_{window_s}"
-            )
-            alert_cols = ", ".join(c for c in ALERT_COLUMNS if c != "payload")
-            stmts.add_insert_sql(
-                f"INSERT INTO written SELECT write_alerts({alert_cols}) FROM alerts_{window_s}"
-            )
-            stmts.add_insert_sql(
-                f"INSERT INTO alerts_sink SELECT customer_id, payload FROM alerts_{window_s}"
-            )
+            rated_streams.append(rated)
+            alert_streams.append(alerts)
         stmts.add_insert_sql(f"""
             INSERT INTO written
             SELECT write_usage_windows(meter, meter_version, customer_id, dims, ws, we, n, s,
                                        mn, mx, uc, lk)
             FROM windows_{window_s}""")
+    if rated_streams:
+        rated_all = rated_streams[0].union(*rated_streams[1:])
+        t_env.create_temporary_view("rated", t_env.from_data_stream(rated_all))
+        stmts.add_insert_sql(
+            f"INSERT INTO written SELECT write_rated_usage({', '.join(RATED_COLUMNS)}) FROM rated"
+        )
+        if opts.credits_file is not None:
+            alert_streams.append(credit_alerts(rated_all, settings, opts))
+        alerts_all = alert_streams[0].union(*alert_streams[1:])
+        t_env.create_temporary_view("alerts", t_env.from_data_stream(alerts_all))
+        alert_cols = ", ".join(c for c in ALERT_COLUMNS if c != "payload")
+        stmts.add_insert_sql(f"INSERT INTO written SELECT write_alerts({alert_cols}) FROM alerts")
+        stmts.add_insert_sql("INSERT INTO alerts_sink SELECT customer_id, payload FROM alerts")
     stmts.attach_as_datastream()
     return env
 
@@ -809,6 +825,7 @@ def main(argv: list[str] | None = None) -> None:
         help="price book for real-time rating ('none': meter without rating)",
     )
     p.add_argument("--subscriptions", type=_optional_path, default=DEFAULT_SUBSCRIPTIONS_FILE)
+    p.add_argument("--credits", type=_optional_path, default=DEFAULT_CREDITS_FILE)
     p.add_argument(
         "--replay",
         nargs=2,
@@ -836,6 +853,7 @@ def main(argv: list[str] | None = None) -> None:
         meters_file=a.meters,
         prices_file=a.prices,
         subscriptions_file=a.subscriptions,
+        credits_file=a.credits,
         replay=replay,
     )
     env = build(Settings(), load_meters(opts.meters_file), opts)

@@ -166,6 +166,91 @@ class RateWindows(KeyedProcessFunction):
         )  # fmt: skip
 
 
+class CreditAlerts(KeyedProcessFunction):
+    """Keyed by customer, fed every rated row: the customer's cost so far in a period (the
+    latest `period_amount` of each meter) against its usable prepaid credit at the period's
+    start; alerts at 75/90/100 %, once per period (thresholds kept in checkpointed state).
+
+    The credit balance is read when the job starts (grants file minus the applications of final
+    invoices): a close that consumes credit is reflected after the next job restart."""
+
+    CREDIT_METER = "credit_balance"
+
+    def __init__(self, credits_file: str, settings: Settings) -> None:
+        self.credits_file = credits_file
+        self.settings = settings
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        from connectors import ledger
+        from connectors.clickhouse import connect
+        from meterflow.credits import load_grants
+
+        self.grants: dict = {}
+        for g in load_grants(self.credits_file):
+            self.grants.setdefault(g.customer_id, []).append(g)
+        db = self.settings.clickhouse_database
+        self.applications = ledger.applications(connect(self.settings, db), db)
+        self.state = runtime_context.get_state(
+            ValueStateDescriptor("credit", Types.PICKLED_BYTE_ARRAY())
+        )
+        self.alert_codec = None
+        self.alerts_fired = runtime_context.get_metrics_group().counter("credit_alerts_fired")
+
+    def process_element(self, row: Row, ctx: KeyedProcessFunction.Context):
+        import decimal
+        from decimal import Decimal
+
+        from meterflow.alerts import Alert
+        from meterflow.credits import balances
+
+        grants = self.grants.get(row[0])
+        if not grants:
+            return
+        customer, sub_id, ps, pe, meter = row[0], row[1], row[2], row[3], row[4]
+        currency, period_amount, period_revision = row[11], dec(row[15]), row[17]
+        start = ps.replace(tzinfo=UTC)
+        mine = [g for g in grants if g.currency == currency]
+        usable = sum(
+            (b.usable_amount for b in balances(mine, self.applications, start).values()),
+            Decimal(0),
+        )
+        if usable <= 0:
+            return
+        with decimal.localcontext() as dc:
+            dc.prec = 80
+            state = self.state.value() or {}
+            period_s = int(start.timestamp())
+            per = state.setdefault(period_s, {"costs": {}, "alerted": set()})
+            # a meter's newest firing states its period amount (order-independent)
+            if period_revision >= per["costs"].get(meter, (-1, None))[0]:
+                per["costs"][meter] = (period_revision, period_amount)
+            cost = sum((a for _, a in per["costs"].values()), Decimal(0))
+            due = [t for t in crossed_pcts(cost, usable) if t not in per["alerted"]]
+            per["alerted"].update(due)
+            for p in [p for p in state if p < period_s - 100 * 86400]:
+                del state[p]
+            self.state.update(state)
+        if due and self.alert_codec is None:
+            self.alert_codec = AlertCodec(self.settings)
+        for pct in due:
+            alert = Alert(
+                customer, sub_id, self.CREDIT_METER, start, pe.replace(tzinfo=UTC), pct, cost,
+                usable, False,
+            )  # fmt: skip
+            self.alerts_fired.inc()
+            payload = self.alert_codec.encode(alert, row[7].replace(tzinfo=UTC))
+            yield Row(
+                alert.alert_id, customer, sub_id, self.CREDIT_METER, ps, pe, pct, str(cost),
+                str(usable), False, row[7], payload,
+            )  # fmt: skip
+
+
+def crossed_pcts(cost, usable) -> list[int]:
+    from meterflow.alerts import Quota, crossed
+
+    return crossed(cost, Quota(usable), ())
+
+
 class AlertCodec:
     """Alerts in the Confluent wire format, with the schema registered under the alerts
     subject (idempotent), so any Avro consumer with a registry client can read the topic."""

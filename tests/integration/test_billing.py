@@ -175,6 +175,12 @@ def billed(module_scratch, tmp_path_factory):
                         if q * 100 >= limit * pct:
                             want_alerts.add((c, meter, pct, meter == "calls"))  # the quota's flag
 
+    # cust-2's prepaid credit (3.00 + 5.00, nothing applied yet) vs its streamed cost so far
+    cost = sum((a for (c, _, _), a in want_streamed.items() if c == "cust-2"), Decimal(0))
+    for pct in (75, 90, 100):
+        if cost * 100 >= Decimal("8.00") * pct:
+            want_alerts.add(("cust-2", "credit_balance", pct, False))
+
     def streamed_by_meter() -> dict:
         return {(c, ps, m): amount for (c, ps, m, _), amount in streamed().items()}
 
@@ -185,6 +191,8 @@ def billed(module_scratch, tmp_path_factory):
         str(PRICES),
         "--subscriptions",
         str(subs),
+        "--credits",
+        str(credits),
         "--checkpoint-interval",
         "2",
     )
