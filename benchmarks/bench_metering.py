@@ -92,6 +92,11 @@ def job_cmd(group: str, checkpoints: str, *extra: str) -> list[str]:
         checkpoints,
         "--meters",
         str(SCENARIO_METERS),
+        # the scenario's customers on the scenario price book: the job rates as it meters
+        "--prices",
+        str(REPO_ROOT / "schemas" / "prices" / "scenario.yaml"),
+        "--subscriptions",
+        str(REPO_ROOT / "tests" / "integration" / "data" / "scenario_subscriptions.yaml"),
         *extra,
     ]
 
