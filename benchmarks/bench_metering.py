@@ -96,7 +96,7 @@ def job_cmd(group: str, checkpoints: str, *extra: str) -> list[str]:
         "--prices",
         str(REPO_ROOT / "schemas" / "prices" / "scenario.yaml"),
         "--subscriptions",
-        str(REPO_ROOT / "tests" / "integration" / "data" / "scenario_subscriptions.yaml"),
+        str(REPO_ROOT / "schemas" / "customers" / "scenario.yaml"),
         *extra,
     ]
 

@@ -26,7 +26,7 @@ RATING = (
     "--prices",
     str(REPO_ROOT / "schemas" / "prices" / "scenario.yaml"),
     "--subscriptions",
-    str(REPO_ROOT / "tests" / "integration" / "data" / "scenario_subscriptions.yaml"),
+    str(REPO_ROOT / "schemas" / "customers" / "scenario.yaml"),
 )
 JOB_ARGS = ("--meters", METERS, "--checkpoint-interval", "2", *RATING)
 # per (customer, period, meter): the sum of streamed window amounts
