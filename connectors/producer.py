@@ -17,22 +17,26 @@ class DeliveryFailed(RuntimeError):
     pass
 
 
-def event_producer(settings: Settings, schema_version: int = 1) -> SerializingProducer:
+def event_producer_config(settings: Settings, schema_version: int = 1) -> dict:
+    """The one producer configuration for usage events (CLI, tests and the SDK): idempotent,
+    acks=all, key = customer id, value = Avro against the registered schema."""
     serializer = AvroSerializer(
         registry_client(settings),
         schema_text(schema_version),
         conf={"auto.register.schemas": False},  # schemas are registered by `meterflow init`
     )
-    return SerializingProducer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 20,
-            "key.serializer": StringSerializer("utf_8"),
-            "value.serializer": serializer,
-        }
-    )
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 20,
+        "key.serializer": StringSerializer("utf_8"),
+        "value.serializer": serializer,
+    }
+
+
+def event_producer(settings: Settings, schema_version: int = 1) -> SerializingProducer:
+    return SerializingProducer(event_producer_config(settings, schema_version))
 
 
 def produce_events(

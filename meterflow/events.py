@@ -20,6 +20,20 @@ QUANTUM = Decimal(1).scaleb(-QUANTITY_SCALE)
 # Quantities have up to 38 significant digits; Python's default context keeps 28 and would round
 # sums and quantize() would fail. Quantity arithmetic goes through this context explicitly.
 WIDE = Context(prec=80)
+AVRO_LIMIT = Decimal(10) ** 26  # decimal(38, 12): 26 integer digits
+
+
+class QuantityTooLarge(ArithmeticError):
+    pass
+
+
+def avro_quantity(value: Decimal) -> Decimal:
+    """`value` at the contract's scale; refuses what decimal(38, 12) cannot hold (fastavro
+    would write it anyway, and every consumer would then read a different number)."""
+    q = value.quantize(QUANTUM, context=WIDE)
+    if abs(q) >= AVRO_LIMIT:
+        raise QuantityTooLarge(f"{value} does not fit the event's decimal(38, 12)")
+    return q
 
 
 def schema_path(version: int) -> Path:
@@ -52,7 +66,7 @@ class UsageEvent:
             "event_name": self.event_name,
             "customer_id": self.customer_id,
             "timestamp": self.timestamp.astimezone(UTC),
-            "value": None if self.value is None else self.value.quantize(QUANTUM),
+            "value": None if self.value is None else avro_quantity(self.value),
             "properties": dict(self.properties),
             "source": self.source,
         }
