@@ -69,6 +69,19 @@ flink_jars() {
   log "flink jars present"
 }
 
+# Prometheus metrics reporter of the metering job.
+# A local mini-cluster loads metric reporters from its JVM classpath only, not from plugins/
+# (a standalone cluster does), so the reporter PyFlink ships under plugins/ is copied into
+# pyflink/lib, which the PyFlink gateway puts on that classpath. Idempotent.
+flink_prometheus_reporter() {
+  local home jar
+  home="$("$ROOT/.venv/bin/python" -c 'import os, pyflink; print(os.path.dirname(pyflink.__file__))')"
+  jar="$home/plugins/metrics-prometheus/flink-metrics-prometheus-$FLINK_VERSION.jar"
+  [ -f "$jar" ] || { echo "[setup] $jar is missing" >&2; exit 1; }
+  [ -f "$home/lib/${jar##*/}" ] || cp "$jar" "$home/lib/"
+  log "flink prometheus reporter present"
+}
+
 kafka_broker() {
   local dest="$BUILD/kafka-$KAFKA_VERSION" want
   want="$(sha256sum "$ROOT/infra/maven/kafka-pom.xml" | cut -d' ' -f1)"
@@ -95,6 +108,7 @@ registry() {
 apt_packages
 python_env
 flink_jars
+flink_prometheus_reporter
 kafka_broker
 registry
 log "done"

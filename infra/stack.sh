@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts/stops the local stack on 127.0.0.1 with all state under var/ (git-ignored):
-#   kafka (single-node KRaft), registry (Apicurio, Confluent-compatible API), clickhouse.
+#   kafka (single-node KRaft), registry (Apicurio, Confluent-compatible API), clickhouse,
+#   prometheus (scrapes the metering job's Flink reporter and `python -m meterflow.exporter`).
 # usage: infra/stack.sh up|down|status
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,6 +42,7 @@ need() { [ -e "$1" ] || { echo "[stack] $1 is missing: run 'make setup' first" >
 
 clickhouse_ok() { curl -sf "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/ping"; }
 registry_ok() { curl -sf "http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7/subjects"; }
+prometheus_ok() { curl -sf "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"; }
 kafka_ok() {
   "$ROOT/.venv/bin/python" - "$KAFKA_PORT" <<'PY'
 import sys
@@ -98,6 +100,47 @@ start_registry() {
   wait_for registry 120 "$LOGS/registry.log" registry_ok
 }
 
+# Renders the scrape config (and copies the rules next to it) into var/prometheus-conf/.
+# Prints "changed" when either differs from what is there.
+render_prometheus() {
+  local conf="$1" lo="${FLINK_PROM_PORTS%-*}" hi="${FLINK_PROM_PORTS#*-}" targets="" p
+  for p in $(seq "$lo" "$hi"); do targets+="${targets:+, }\"127.0.0.1:$p\""; done
+  mkdir -p "$conf"
+  render "$ROOT/infra/prometheus/prometheus.yml.in" "$conf/prometheus.yml.new" \
+    RULES_FILE="$conf/rules.yml" FLINK_TARGETS="$targets" PROMETHEUS_PORT="$PROMETHEUS_PORT" \
+    METERFLOW_EXPORTER_PORT="$METERFLOW_EXPORTER_PORT"
+  cp "$ROOT/infra/prometheus/rules.yml" "$conf/rules.yml.new"
+  local f changed=""
+  for f in prometheus.yml rules.yml; do
+    if ! cmp -s "$conf/$f.new" "$conf/$f"; then mv "$conf/$f.new" "$conf/$f"; changed=1
+    else rm -f "$conf/$f.new"; fi
+  done
+  if [ -n "$changed" ]; then echo changed; fi
+}
+
+start_prometheus() {
+  need /usr/bin/prometheus
+  local data="$VAR/prometheus" conf="$VAR/prometheus-conf" changed
+  changed="$(render_prometheus "$conf")"
+  if pid_alive prometheus && prometheus_ok >/dev/null 2>&1; then
+    if [ -n "$changed" ]; then
+      /usr/bin/promtool check config "$conf/prometheus.yml" >"$LOGS/prometheus-check.log" 2>&1 ||
+        fail prometheus "rejects the new config" "$LOGS/prometheus-check.log"
+      kill -HUP "$(cat "$RUN/prometheus.pid")"
+      log "prometheus already up; config or rules changed: reloaded"
+    else
+      log "prometheus already up"
+    fi
+    return
+  fi
+  mkdir -p "$data"
+  /usr/bin/prometheus --config.file="$conf/prometheus.yml" --storage.tsdb.path="$data" \
+    --storage.tsdb.retention.time=7d --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" \
+    >"$LOGS/prometheus.log" 2>&1 &
+  echo $! > "$RUN/prometheus.pid"
+  wait_for prometheus 60 "$LOGS/prometheus.log" prometheus_ok
+}
+
 stop() { # stop NAME
   local name="$1"
   if ! pid_alive "$name"; then rm -f "$RUN/$name.pid"; return; fi
@@ -115,11 +158,12 @@ case "${1:-}" in
     start_clickhouse
     start_kafka
     start_registry
+    start_prometheus
     ;;
   down)
-    stop registry; stop kafka; stop clickhouse ;;
+    stop prometheus; stop registry; stop kafka; stop clickhouse ;;
   status)
-    for s in clickhouse kafka registry; do
+    for s in clickhouse kafka registry prometheus; do
       if pid_alive "$s"; then echo "$s: running (pid $(cat "$RUN/$s.pid"))"; else echo "$s: stopped"; fi
     done ;;
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
