@@ -236,9 +236,31 @@ BASE_FIELDS: list[tuple[str, object]] = [
 # Per meter i only the columns its aggregation needs: m{i}_d (dimensions JSON; null when the
 # meter does not select the event), m{i}_q (quantity), m{i}_u (unique key), m{i}_l (latest key).
 # Rows are wide and cross Arrow, two DataStream conversions and two exchanges: width costs.
-def meter_columns(m: Meter) -> list[tuple[str, str, object]]:
+FEE = DataTypes.DECIMAL(38, 18)
+
+
+def fee_meters(opts: JobOptions) -> frozenset[str]:
+    """Meters some plan prices with a per-event clamp (percentage with min/max): their per-event
+    fee is computed at decode time, where the single event is still at hand."""
+    if opts.prices_file is None or opts.subscriptions_file is None:
+        return frozenset()
+    from meterflow.pricing import has_per_event_bounds, load_price_book
+
+    book = load_price_book(opts.prices_file)
+    return frozenset(
+        c.meter
+        for plan in book.plans.values()
+        for v in plan.versions
+        for c in v.charges.values()
+        if has_per_event_bounds(c.model)
+    )
+
+
+def meter_columns(m: Meter, fees: frozenset[str] = frozenset()) -> list[tuple[str, str, object]]:
     """(column suffix, Measurement attribute, SQL type) for one meter."""
     cols: list[tuple[str, str, object]] = [("d", "dimensions", DataTypes.STRING())]
+    if m.id in fees:
+        cols.append(("f", "fee", FEE))
     if m.aggregation.needs_quantity:
         cols.append(("q", "quantity", Q))
     if m.aggregation is Aggregation.UNIQUE_COUNT:
@@ -248,9 +270,13 @@ def meter_columns(m: Meter) -> list[tuple[str, str, object]]:
     return cols
 
 
-def decoded_fields(meters: Sequence[Meter]) -> list[tuple[str, object]]:
+def decoded_fields(
+    meters: Sequence[Meter], fees: frozenset[str] = frozenset()
+) -> list[tuple[str, object]]:
     return BASE_FIELDS + [
-        (f"m{i}_{suffix}", typ) for i, m in enumerate(meters) for suffix, _, typ in meter_columns(m)
+        (f"m{i}_{suffix}", typ)
+        for i, m in enumerate(meters)
+        for suffix, _, typ in meter_columns(m, fees)
     ]
 
 
@@ -265,11 +291,15 @@ class DecodeRecords(ScalarFunction):
     """Arrow batch of Kafka records -> one row per record: decoded event + measurements, or a
     dead-letter verdict. Deterministic given the record, so a replay decodes identically."""
 
-    def __init__(self, settings: Settings, meters: Sequence[Meter], limits: Limits) -> None:
-        self.settings, self.meters, self.limits = settings, list(meters), limits
+    def __init__(
+        self, settings: Settings, meters: Sequence[Meter], opts: JobOptions, fees: frozenset[str]
+    ) -> None:
+        self.settings, self.meters, self.limits = settings, list(meters), opts.limits
+        self.fees = fees
+        self.rating_files = (str(opts.subscriptions_file), str(opts.prices_file))
         self.index = {m.id: i for i, m in enumerate(self.meters)}
         self.columns = [
-            [(f"m{i}_{suffix}", attr) for suffix, attr, _ in meter_columns(m)]
+            [(f"m{i}_{suffix}", attr) for suffix, attr, _ in meter_columns(m, fees)]
             for i, m in enumerate(self.meters)
         ]
 
@@ -279,14 +309,36 @@ class DecodeRecords(ScalarFunction):
         from meterflow.events import schema_text
 
         self.schemas = SchemaCache(schema_fetcher(self.settings), schema_text(1))
+        self.rater = None
+        if self.fees:
+            from meterflow.pricing import load_price_book
+            from meterflow.rating import Rater
+            from meterflow.subscriptions import load_subscriptions
+
+            subs, prices = self.rating_files
+            self.rater = Rater(load_subscriptions(subs), load_price_book(prices))
         group = function_context.get_metric_group()
         self.records_in = group.counter("records_in")
         self.dead_letters = group.counter("records_dead_lettered")
 
+    def fee(self, event, ms):
+        """The per-event fee of a clamped percentage charge in force for this customer and
+        event time (None when the customer's plan prices the meter otherwise)."""
+        from datetime import timedelta
+
+        from meterflow.decoding import EPOCH
+
+        assert self.rater is not None
+        at = EPOCH + timedelta(milliseconds=event.timestamp_ms)
+        rc = self.rater.context(event.customer_id, ms.meter_id, at)
+        if rc is None or not rc.model.needs_events or ms.quantity is None:
+            return None
+        return rc.model.event_quantity(ms.quantity)
+
     def eval(self, batch: pd.DataFrame) -> pd.DataFrame:  # type: ignore[override]
         from meterflow.decoding import Accepted, decode
 
-        names = [name for name, _ in decoded_fields(self.meters)]
+        names = [name for name, _ in decoded_fields(self.meters, self.fees)]
         cols: dict[str, list] = {name: [] for name in names if name != "ts"}
         record_ms = _epoch_ms(batch.iloc[:, 4])
         for payload, topic, part, off, rts in zip(
@@ -338,7 +390,12 @@ class DecodeRecords(ScalarFunction):
             for i, meter_cols in enumerate(self.columns):
                 ms = found.get(i)
                 for name, attr in meter_cols:
-                    cols[name].append(None if ms is None else getattr(ms, attr))
+                    if ms is None:
+                        cols[name].append(None)
+                    elif attr == "fee":
+                        cols[name].append(self.fee(v, ms))
+                    else:
+                        cols[name].append(getattr(ms, attr))
         self.records_in.inc(len(batch))
         out = pd.DataFrame(cols)
         # The rowtime column may not be null: dead letters get the epoch, which never advances
@@ -351,10 +408,11 @@ class DecodeRecords(ScalarFunction):
 def decoded_table(
     t_env: StreamTableEnvironment, settings: Settings, meters: Sequence[Meter], opts: JobOptions
 ) -> Table:
-    fields = decoded_fields(meters)
+    fees = fee_meters(opts)
+    fields = decoded_fields(meters, fees)
     row_type = DataTypes.ROW([DataTypes.FIELD(n, t) for n, t in fields])
     decode = udf(
-        DecodeRecords(settings, meters, opts.limits), result_type=row_type, func_type="pandas"
+        DecodeRecords(settings, meters, opts, fees), result_type=row_type, func_type="pandas"
     )
     t_env.execute_sql(source_ddl(settings, opts))
     decoded = t_env.from_path("kafka_records").map(decode)
@@ -646,19 +704,22 @@ def shared(t_env: StreamTableEnvironment, table: Table) -> Table:
     )
 
 
-def window_union_sql(meters: Sequence[Meter], window_s: int) -> str:
+def window_union_sql(
+    meters: Sequence[Meter], window_s: int, fees: frozenset[str] = frozenset()
+) -> str:
     """One projection per meter of this window size (the caller only asks for sizes in use)."""
     parts = []
     for i, m in enumerate(meters):
         if m.window.seconds != window_s:
             continue
-        have = {suffix for suffix, _, _ in meter_columns(m)}
+        have = {suffix for suffix, _, _ in meter_columns(m, fees)}
+        f = f"m{i}_f" if "f" in have else "CAST(NULL AS DECIMAL(38, 18))"
         q = f"m{i}_q" if "q" in have else "CAST(NULL AS DECIMAL(38, 12))"
         u = f"m{i}_u" if "u" in have else "CAST(NULL AS STRING)"
         lk = f"m{i}_l" if "l" in have else "CAST(NULL AS STRING)"
         parts.append(
             f"SELECT '{m.id}' AS meter, {m.version} AS meter_version, customer_id, "
-            f"m{i}_d AS dims, {q} AS q, {u} AS u, {lk} AS l, et "
+            f"m{i}_d AS dims, {q} AS q, {u} AS u, {lk} AS l, {f} AS f, et "
             f"FROM on_time WHERE m{i}_d IS NOT NULL"
         )
     return "\nUNION ALL\n".join(parts)
@@ -756,7 +817,7 @@ def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
     rated_streams: list[DataStream] = []
     alert_streams: list[DataStream] = []
     for window_s in sorted({m.window.seconds for m in meters}):
-        union = window_union_sql(meters, window_s)
+        union = window_union_sql(meters, window_s, fee_meters(opts))
         size = interval(window_s)
         windows = t_env.sql_query(f"""
             SELECT meter, meter_version, customer_id, dims,
@@ -765,7 +826,8 @@ def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
                    -- as text: PyFlink's DataStream bridge has no DECIMAL type info
                    CAST(SUM(q) AS STRING) AS s, CAST(MIN(q) AS STRING) AS mn,
                    CAST(MAX(q) AS STRING) AS mx,
-                   COUNT(DISTINCT u) AS uc, MAX(l) AS lk
+                   COUNT(DISTINCT u) AS uc, MAX(l) AS lk,
+                   CAST(SUM(f) AS STRING) AS fs
             FROM ({union})
             GROUP BY meter, meter_version, customer_id, dims, TUMBLE(et, {size})""")
         if opts.prices_file is None or opts.subscriptions_file is None:

@@ -29,6 +29,7 @@ WINDOW_FIELDS = (
     ("mx", Types.STRING()),
     ("uc", Types.LONG()),
     ("lk", Types.STRING()),
+    ("fs", Types.STRING()),  # sum of per-event fees (clamped percentage charges only)
 )
 RATED_FIELDS = (
     ("customer_id", Types.STRING()),
@@ -109,10 +110,10 @@ class RateWindows(KeyedProcessFunction):
     def process_element(self, row: Row, ctx: KeyedProcessFunction.Context):
         import decimal
 
-        from meterflow.rating import LineState, WindowPartials, period_price, rateable
+        from meterflow.rating import LineState, WindowPartials, period_charge, rateable
 
         yield row
-        meter, version, customer, dims, ws, we, n, s, mn, mx, _, lk = row
+        meter, version, customer, dims, ws, we, n, s, mn, mx, _, lk, fs = row
         ws_utc = ws.replace(tzinfo=UTC)
         aggregation = self.aggregations[meter]
         rc = self.rater.context(customer, meter, ws_utc)
@@ -126,7 +127,7 @@ class RateWindows(KeyedProcessFunction):
             amount, pq = state.fire(
                 period_s,
                 (int(ws_utc.timestamp()), dims),
-                WindowPartials(n, dec(s), dec(mn), dec(mx), lk),
+                WindowPartials(n, dec(s), dec(mn), dec(mx), lk, fee_sum=dec(fs)),
                 aggregation,
                 rc.model,
             )
@@ -142,7 +143,8 @@ class RateWindows(KeyedProcessFunction):
                 customer, rc.subscription.id,
                 rc.period.start.replace(tzinfo=None), rc.period.end.replace(tzinfo=None),
                 meter, version, dims, ws, we, rc.plan, rc.price_version, rc.currency,
-                str(quantity), str(pq), _q18(amount), _q18(period_price(rc.model, pq)), n,
+                str(quantity), str(pq), _q18(amount),
+                _q18(period_charge(rc.model, aggregation, list(windows.values()))), n,
                 sum(w.n for w in windows.values()),
             )  # fmt: skip
         self.rated.inc()

@@ -29,7 +29,7 @@ from meterflow.subscriptions import Period, Subscription, active_subscription, p
 
 
 def rateable(aggregation: Aggregation, model: PriceModel) -> bool:
-    return aggregation is not Aggregation.UNIQUE_COUNT and not has_per_event_bounds(model)
+    return aggregation is not Aggregation.UNIQUE_COUNT
 
 
 @dataclass
@@ -40,6 +40,9 @@ class WindowPartials:
     q_max: Decimal | None
     latest_key: str | None
     amount: Decimal = Decimal(0)
+    # sum of the window's per-event fees, for a charge with per-event bounds (decode computes
+    # each event's clamped fee; only the sum travels)
+    fee_sum: Decimal | None = None
 
 
 def period_quantity(aggregation: Aggregation, windows: Sequence[WindowPartials]) -> Decimal:
@@ -62,9 +65,18 @@ def period_quantity(aggregation: Aggregation, windows: Sequence[WindowPartials])
 
 def period_price(model: PriceModel, quantity: Decimal) -> Decimal:
     """price() of a period quantity; for an unclamped percentage the fee base is linear in the
-    quantity, so the per-event mapping can be applied to the aggregate (`rateable` excludes the
-    clamped kind)."""
+    quantity, so the per-event mapping can be applied to the aggregate."""
     return model.price(model.event_quantity(quantity))
+
+
+def period_charge(
+    model: PriceModel, aggregation: Aggregation, windows: Sequence[WindowPartials]
+) -> Decimal:
+    """What the period costs so far: a charge with per-event bounds prices the sum of its
+    events' fees (as the close does), any other the period quantity."""
+    if has_per_event_bounds(model):
+        return model.price(_sum(w.fee_sum for w in windows))
+    return period_price(model, period_quantity(aggregation, windows))
 
 
 def _sum(values: Iterable[Decimal | None]) -> Decimal:
@@ -94,17 +106,15 @@ class LineState:
     ) -> tuple[Decimal, Decimal]:
         """Record a window firing; return (the window's total amount, period quantity after)."""
         windows = self.periods.setdefault(period_start_s, {})
-        before = period_quantity(aggregation, list(windows.values())) if windows else None
+        # The first firing of a period is measured from nothing, not from price(0): a flat fee
+        # that is due at zero usage belongs to the period's first rated window.
+        before = period_charge(model, aggregation, list(windows.values())) if windows else None
         previous = windows.get(window)
         partials.amount = previous.amount if previous is not None else Decimal(0)
         windows[window] = partials
-        after = period_quantity(aggregation, list(windows.values()))
-        # The first firing of a period is measured from nothing, not from price(0): a flat fee
-        # that is due at zero usage belongs to the period's first rated window.
-        partials.amount += period_price(model, after) - (
-            period_price(model, before) if before is not None else Decimal(0)
-        )
-        return partials.amount, after
+        after = period_charge(model, aggregation, list(windows.values()))
+        partials.amount += after - (before if before is not None else Decimal(0))
+        return partials.amount, period_quantity(aggregation, list(windows.values()))
 
     def forget_before(self, period_start_s: int) -> None:
         for p in [p for p in self.periods if p < period_start_s]:

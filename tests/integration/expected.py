@@ -159,6 +159,20 @@ def scenario_period_quantities(events: list[UsageEvent]) -> dict[str, tuple[int,
     return out
 
 
+def scenario_amount(plan: str, meter: str, events: list[UsageEvent]) -> Decimal:
+    """Unrounded amount of one customer's period events of a meter under `plan` version 1."""
+    if plan == "scenario_min" and meter == "tokens":
+        # 0.1 % of each event's tokens, at least 0.50 and at most 2.00 per event
+        fees = (
+            min(max(e.value * Decimal("0.001"), Decimal("0.50")), Decimal("2.00"))
+            for e in events
+            if e.event_name == "llm_tokens"
+        )
+        return sum(fees, Decimal(0))
+    quantities = scenario_period_quantities(events)
+    return scenario_price(meter, quantities[meter][1])
+
+
 def scenario_price(meter: str, q: Decimal) -> Decimal:
     """Unrounded amount of a period quantity under plan `scenario` version 1."""
     if meter == "calls":  # graduated: 50 @ 0.01 | 51-200 @ 0.008 + 1.00 | above @ 0.005 + 2.50
@@ -194,7 +208,7 @@ def id_digest(ids) -> str:
 
 
 def scenario_invoice_lines(
-    events: list[UsageEvent], minimum: Decimal
+    events: list[UsageEvent], minimum: Decimal, plan: str = "scenario"
 ) -> list[tuple[str, str, Decimal, Decimal, int]]:
     """(kind, meter, quantity, amount, events) of one period's usage and true-up lines."""
     quantities = scenario_period_quantities(events)
@@ -203,7 +217,7 @@ def scenario_invoice_lines(
     for meter in sorted((*charged, "gpu_avg", "gpu_latest")):
         if meter in quantities:
             n, q = quantities[meter]
-            lines.append(("usage", meter, q, _cents(scenario_price(meter, q)), n))
+            lines.append(("usage", meter, q, _cents(scenario_amount(plan, meter, events)), n))
         elif meter == "active_users":  # the only charge that costs something at zero usage
             lines.append(("usage", meter, Decimal(0), Decimal("10.00"), 0))
     usage = sum((ln[3] for ln in lines), Decimal(0))

@@ -32,9 +32,9 @@ from tests.integration.expected import (
     actual_windows,
     expected_windows,
     id_digest,
+    scenario_amount,
     scenario_invoice_lines,
     scenario_period_quantities,
-    scenario_price,
     window_diff,
 )
 
@@ -167,7 +167,7 @@ def billed(module_scratch, tmp_path_factory):
             evs = [e for e in usage if e.customer_id == c and p[0] <= e.timestamp < p[1]]
             for meter, (_, q) in scenario_period_quantities(evs).items():
                 if meter != "active_users":  # UNIQUE_COUNT is priced at close only
-                    want_streamed[(c, p[0], meter)] = scenario_price(meter, q)
+                    want_streamed[(c, p[0], meter)] = scenario_amount(PLANS[c][0], meter, evs)
                 # plan `scenario` quotas: calls 100 (hard cap), gpu_max 8; 75/90/100 %
                 limit = {"calls": 100, "gpu_max": 8}.get(meter)
                 if PLANS[c][0] == "scenario" and limit is not None:
@@ -293,7 +293,7 @@ def _expected_invoices(b) -> dict[str, list[tuple]]:
     for c, (_, minimum) in sorted(PLANS.items()):
         for ps, pe in _periods(b["starts"][c], b["as_of"]):
             evs = [e for e in billable if e.customer_id == c and ps <= e.timestamp < pe]
-            lines = scenario_invoice_lines(evs, minimum)
+            lines = scenario_invoice_lines(evs, minimum, PLANS[c][0])
             if c == "cust-2":  # credits: priority 0 first, then priority 1
                 due = sum((ln[3] for ln in lines), Decimal(0))
                 for g in ("g-small", "g-big"):

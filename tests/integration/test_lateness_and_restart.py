@@ -16,8 +16,8 @@ from tests.integration.expected import (
     WINDOWS_SQL,
     actual_windows,
     expected_windows,
+    scenario_amount,
     scenario_period_quantities,
-    scenario_price,
     window_diff,
 )
 
@@ -189,10 +189,12 @@ def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
             month = e.timestamp.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
             periods[(e.customer_id, month.replace(tzinfo=None))].append(e)
         want = {}
+        plans = {"cust-1": "scenario_min"}  # schemas/customers/scenario.yaml
         for (c, month), evs in periods.items():
-            for meter, (_, q) in scenario_period_quantities(evs).items():
+            for meter in scenario_period_quantities(evs):
                 if meter != "active_users":  # UNIQUE_COUNT: priced at close only
-                    want[(c, month, meter)] = scenario_price(meter, q)
+                    plan = plans.get(c, "scenario")
+                    want[(c, month, meter)] = scenario_amount(plan, meter, evs)
         assert rated == want
 
 

@@ -286,14 +286,31 @@ def test_unique_count_is_not_rateable(model):
     "model",
     [
         Percentage(D("0.03"), per_event_min=D("0.30")),
-        Percentage(D("0.03"), per_event_max=D("5")),
         Percentage(D("0.03"), D("0.30"), D("5")),
         FreeUnits(D(1), Percentage(D("0.03"), per_event_min=D("0.30"))),
     ],
 )
-@pytest.mark.parametrize("aggregation", [A.SUM, A.COUNT])
-def test_percentage_with_per_event_bounds_is_not_rateable(model, aggregation):
-    assert not rateable(aggregation, model)
+def test_percentage_with_per_event_bounds_is_rateable_except_unique_count(model):
+    assert rateable(A.SUM, model) and rateable(A.COUNT, model)
+    assert not rateable(A.UNIQUE_COUNT, model)
+
+
+def test_per_event_bounds_rate_the_sum_of_fees_that_decode_computed():
+    # 3 % of each payment, at least 0.30, at most 5.00, per event:
+    #   window 1: payments 4 and 100   -> fees 0.30 (0.12 raised) + 3.00       = 3.30
+    #   window 2: payment 500          -> fee 5.00 (15.00 capped)              = 5.00
+    #   window 1 again, + payment 20   -> fees 3.30 + 0.60                     = 3.90
+    model = Percentage(D("0.03"), D("0.30"), D("5"))
+    s = LineState()
+    w1 = WindowPartials(2, D(104), D(4), D(100), None, fee_sum=D("3.30"))
+    w2 = WindowPartials(1, D(500), D(500), D(500), None, fee_sum=D(5))
+    w1b = WindowPartials(3, D(124), D(4), D(100), None, fee_sum=D("3.90"))
+    a1, _ = s.fire(0, (0, "{}"), w1, A.SUM, model)
+    a2, _ = s.fire(0, (60, "{}"), w2, A.SUM, model)
+    a1b, q = s.fire(0, (0, "{}"), w1b, A.SUM, model)
+    assert (a1, a2, a1b) == (D("3.30"), D("5.00"), D("3.90"))
+    assert a1b + a2 == D("8.90")  # 0.30 + 3.00 + 5.00 + 0.60
+    assert q == D(624)  # the meter's own quantity is still the SUM of payments
 
 
 @pytest.mark.parametrize("model", list(MODELS.values()), ids=sorted(MODELS))
