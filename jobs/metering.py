@@ -97,7 +97,6 @@ def table_env(opts: JobOptions) -> tuple[StreamExecutionEnvironment, StreamTable
         raise SystemExit(f"Flink connector jars missing in {JARS_DIR}: run 'make setup'")
     conf = Configuration()
     settings = {
-        "pipeline.jars": ";".join(j.as_uri() for j in jars),
         "parallelism.default": str(opts.parallelism),
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
@@ -155,6 +154,9 @@ def table_env(opts: JobOptions) -> tuple[StreamExecutionEnvironment, StreamTable
     for k, v in settings.items():
         conf.set_string(k, v)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
+    # Appended, not set as pipeline.jars: under `flink run` that setting would replace the jars
+    # the CLI ships (flink-python's operators among them).
+    env.add_jars(*(j.as_uri() for j in jars))
     t_env = StreamTableEnvironment.create(env)
     for k, v in settings.items():
         if k.startswith("table."):
@@ -912,10 +914,11 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint_dir=a.checkpoint_dir / a.group_id,
         restore_from=a.restore,
         group_id=a.group_id,
-        meters_file=a.meters,
-        prices_file=a.prices,
-        subscriptions_file=a.subscriptions,
-        credits_file=a.credits,
+        # absolute: Python workers on a cluster may not run in this directory
+        meters_file=a.meters.resolve(),
+        prices_file=a.prices.resolve() if a.prices else None,
+        subscriptions_file=a.subscriptions.resolve() if a.subscriptions else None,
+        credits_file=a.credits.resolve() if a.credits else None,
         replay=replay,
     )
     env = build(Settings(), load_meters(opts.meters_file), opts)
