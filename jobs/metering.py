@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-from pyflink.common import Configuration, Row, RowKind, Types
+from pyflink.common import Configuration, Types
 from pyflink.datastream import (
     DataStream,
     StreamExecutionEnvironment,
@@ -43,9 +43,8 @@ from jobs.rating_operator import (
     ALERT_COLUMNS,
     ALERT_FIELDS,
     ALERTS,
-    RATED,
     RATED_COLUMNS,
-    WINDOW_FIELDS,
+    RATED_FIELDS,
     CreditAlerts,
     RateWindows,
     dec,
@@ -606,28 +605,23 @@ def kafka_sink_ddl(
 def rate_windows(
     t_env: StreamTableEnvironment, windows: Table, settings: Settings, opts: JobOptions
 ) -> tuple[Table, DataStream, DataStream]:
-    """Window firings -> (the same firings, rated rows, quota alerts). Retractions of an
-    earlier firing are dropped here: the next firing of that window carries its new partials."""
+    """Window firings -> (the same firings as a table, rated rows, quota alerts).
+
+    One aggregation feeds both: its changelog goes back into a table on the Java side for the
+    usage-window writer, and only the rating crosses into Python row by row."""
     changes: DataStream = t_env.to_changelog_stream(windows)
-    fired = (
-        changes.filter(lambda r: r.get_row_kind() != RowKind.UPDATE_BEFORE)
-        .map(lambda r: Row(*r), output_type=row_type(WINDOW_FIELDS))
-        .key_by(lambda r: f"{r[2]}\x1f{r[0]}\x1f{r[1]}", key_type=Types.STRING())
-        .process(
-            RateWindows(
-                str(opts.meters_file),
-                str(opts.subscriptions_file),
-                str(opts.prices_file),
-                settings,
-            ),
-            output_type=row_type(WINDOW_FIELDS),
-        )
+    rated = changes.key_by(
+        lambda r: f"{r[2]}\x1f{r[0]}\x1f{r[1]}", key_type=Types.STRING()
+    ).process(
+        RateWindows(
+            str(opts.meters_file),
+            str(opts.subscriptions_file),
+            str(opts.prices_file),
+            settings,
+        ),
+        output_type=row_type(RATED_FIELDS),
     )
-    return (
-        t_env.from_data_stream(fired),
-        fired.get_side_output(RATED),
-        fired.get_side_output(ALERTS),
-    )
+    return t_env.from_changelog_stream(changes), rated, rated.get_side_output(ALERTS)
 
 
 def credit_alerts(rated: DataStream, settings: Settings, opts: JobOptions) -> DataStream:

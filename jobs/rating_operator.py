@@ -16,21 +16,6 @@ from pyflink.datastream.state import ValueStateDescriptor
 from meterflow.config import Settings
 from meterflow.meters import Aggregation, load_meters
 
-WINDOW_FIELDS = (
-    ("meter", Types.STRING()),
-    ("meter_version", Types.INT()),
-    ("customer_id", Types.STRING()),
-    ("dims", Types.STRING()),
-    ("ws", Types.SQL_TIMESTAMP()),
-    ("we", Types.SQL_TIMESTAMP()),
-    ("n", Types.LONG()),
-    ("s", Types.STRING()),
-    ("mn", Types.STRING()),
-    ("mx", Types.STRING()),
-    ("uc", Types.LONG()),
-    ("lk", Types.STRING()),
-    ("fs", Types.STRING()),  # sum of per-event fees (clamped percentage charges only)
-)
 RATED_FIELDS = (
     ("customer_id", Types.STRING()),
     ("subscription_id", Types.STRING()),
@@ -58,8 +43,6 @@ def row_type(fields: Sequence[tuple[str, object]]):
     return Types.ROW_NAMED([n for n, _ in fields], [t for _, t in fields])
 
 
-RATED = OutputTag("rated", row_type(RATED_FIELDS))
-
 ALERT_FIELDS = (
     ("alert_id", Types.STRING()),
     ("customer_id", Types.STRING()),
@@ -79,8 +62,9 @@ ALERTS = OutputTag("alerts", row_type(ALERT_FIELDS))
 
 
 class RateWindows(KeyedProcessFunction):
-    """Passes every window firing on and, when the customer's plan charges for the meter, emits
-    a rated row (side output) with the window's telescoping amount. Keyed by (customer, meter,
+    """Window firings (the aggregation's changelog) in; when the customer's plan charges for
+    the meter, a rated row with the window's telescoping amount out, and quota alerts as a side
+    output. Keyed by (customer, meter,
     meter version): a charge prices the meter's total over its dimensions. The key's open
     periods live in checkpointed state."""
 
@@ -110,9 +94,13 @@ class RateWindows(KeyedProcessFunction):
     def process_element(self, row: Row, ctx: KeyedProcessFunction.Context):
         import decimal
 
+        from pyflink.common import RowKind
+
         from meterflow.rating import LineState, WindowPartials, period_charge, rateable
 
-        yield row
+        # A late firing arrives as -U (the old result) then +U: the +U carries the new partials.
+        if row.get_row_kind() == RowKind.UPDATE_BEFORE:
+            return
         meter, version, customer, dims, ws, we, n, s, mn, mx, _, lk, fs = row
         ws_utc = ws.replace(tzinfo=UTC)
         aggregation = self.aggregations[meter]
@@ -139,7 +127,7 @@ class RateWindows(KeyedProcessFunction):
             for pct in due:
                 yield ALERTS, self._alert_row(rc, meter, pct, pq, ws)
             quantity = window_quantity_of(aggregation, n, dec(s), dec(mn), dec(mx), row[10], lk)
-            yield RATED, Row(
+            yield Row(
                 customer, rc.subscription.id,
                 rc.period.start.replace(tzinfo=None), rc.period.end.replace(tzinfo=None),
                 meter, version, dims, ws, we, rc.plan, rc.price_version, rc.currency,

@@ -4,9 +4,12 @@ restored from its last checkpoint ends with the same results as an uninterrupted
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
+
+import fastavro
 
 from connectors.producer import produce_raw
 from meterflow.config import REPO_ROOT
@@ -138,6 +141,21 @@ def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
     head = max(e.timestamp for e in sc.accepted)
     flush = flush_phase(sc, cfg, at=head + timedelta(hours=2))
     cut = len(records) * 6 // 10
+    periods = defaultdict(list)  # calendar-month periods of schemas/customers/scenario.yaml
+    for e in sc.accepted:
+        month = e.timestamp.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        periods[(e.customer_id, month.replace(tzinfo=None))].append(e)
+    # quota alerts of plan `scenario` (cust-1 is on scenario_min, which has none): calls 100,
+    # gpu_max 8, at 75/90/100 %
+    want_alerts = set()
+    for (c, month), evs in periods.items():
+        if c == "cust-1":
+            continue
+        for meter, (_, q) in scenario_period_quantities(evs).items():
+            limit = {"calls": 100, "gpu_max": 8}.get(meter)
+            for pct in (75, 90, 100) if limit else ():
+                if q * 100 >= limit * pct:
+                    want_alerts.add(f"{c}/{meter}/{month:%Y%m%dT%H%M}/{pct}")
 
     job = scratch.start_job(*JOB_ARGS)
     try:
@@ -171,8 +189,24 @@ def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
             ),
             job=job,
         )
+        # each quota alert exactly once on the (transactional) alerts topic despite the crash
+        alerts_topic = scratch.settings.alerts_topic
+
+        def alert_ids() -> list[bytes]:
+            return [m.value()[5:] for m in scratch.topic_records(alerts_topic, 2)]
+
+        scratch.wait_for(
+            "alerts committed",
+            lambda: len(alert_ids()) >= len(want_alerts),
+            job=job,
+        )
+        ids = alert_ids()
     finally:
         kill_job(job)
+    assert want_alerts
+    decoded = sorted(_alert_id(payload) for payload in ids)
+    assert decoded == sorted(want_alerts), "each threshold once per period across the restart"
+    assert {r[0] for r in scratch.query("SELECT alert_id FROM {db}.alerts FINAL")} == want_alerts
 
     with make_scratch(base_settings, tmp_path) as ref:
         _produce(ref, records + flush)
@@ -184,10 +218,6 @@ def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
         # each equal to the hand-written price of the period's quantity
         rated = {(c, ps, m): a for c, ps, m, a in scratch.query(RATED_SQL)}
         assert rated == {(c, ps, m): a for c, ps, m, a in ref.query(RATED_SQL)}
-        periods = defaultdict(list)  # calendar-month periods of tests/integration/data subs
-        for e in sc.accepted:
-            month = e.timestamp.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-            periods[(e.customer_id, month.replace(tzinfo=None))].append(e)
         want = {}
         plans = {"cust-1": "scenario_min"}  # schemas/customers/scenario.yaml
         for (c, month), evs in periods.items():
@@ -196,6 +226,11 @@ def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
                     plan = plans.get(c, "scenario")
                     want[(c, month, meter)] = scenario_amount(plan, meter, evs)
         assert rated == want
+
+
+def _alert_id(avro_body: bytes) -> str:
+    schema = fastavro.parse_schema(json.loads((REPO_ROOT / "schemas/alert/v1.avsc").read_text()))
+    return fastavro.schemaless_reader(io.BytesIO(avro_body), schema)["alert_id"]
 
 
 def test_a_silent_partition_does_not_stall_windows(scratch):
