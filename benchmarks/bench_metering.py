@@ -92,13 +92,30 @@ def job_cmd(group: str, checkpoints: str, *extra: str) -> list[str]:
         checkpoints,
         "--meters",
         str(SCENARIO_METERS),
-        # the scenario's customers on the scenario price book: the job rates as it meters
+        # every bench customer subscribed to the scenario price book: the job rates as it meters
         "--prices",
         str(REPO_ROOT / "schemas" / "prices" / "scenario.yaml"),
         "--subscriptions",
-        str(REPO_ROOT / "schemas" / "customers" / "scenario.yaml"),
+        str(SUBSCRIPTIONS),
+        "--credits",
+        "none",
         *extra,
     ]
+
+
+BENCH_CUSTOMERS = 1000
+SUBSCRIPTIONS = REPO_ROOT / "var" / "bench" / "subscriptions.yaml"
+
+
+def write_subscriptions() -> None:
+    SUBSCRIPTIONS.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["subscriptions:"]
+    for i in range(BENCH_CUSTOMERS):
+        plan = "scenario_min" if i % 4 == 1 else "scenario"
+        lines.append(
+            f"  - {{id: sub-cust-{i}, customer_id: cust-{i}, plan: {plan}, start: 2026-01-01}}"
+        )
+    SUBSCRIPTIONS.write_text("\n".join(lines) + "\n")
 
 
 def job_run(settings: Settings, expected: int, tmp: str) -> tuple[float, float]:
@@ -225,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--latency-seconds", type=int, default=20)
     p.add_argument("--latency-rate", type=int, default=2000)
     a = p.parse_args(argv)
+    write_subscriptions()
 
     run_id = uuid.uuid4().hex[:8]
     base = replace(Settings(), events_topic=f"bench-{run_id}")
@@ -241,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
                 start=start,
                 span=timedelta(hours=2),
                 events=a.events,
-                customers=1000,
+                customers=BENCH_CUSTOMERS,
                 duplicate_rate=0.02,
                 malformed_per_kind=10,
             )

@@ -618,6 +618,7 @@ def rate_windows(
             str(opts.subscriptions_file),
             str(opts.prices_file),
             settings,
+            opts.allowed_lateness_s,
         ),
         output_type=row_type(RATED_FIELDS),
     )

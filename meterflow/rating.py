@@ -90,9 +90,15 @@ def _sum(values: Iterable[Decimal | None]) -> Decimal:
 @dataclass
 class LineState:
     """One key's open periods: period start (epoch s) -> (window start (epoch s), dimensions)
-    -> partials."""
+    -> partials of windows that may still fire again, plus one accumulator per period of the
+    windows that no longer can (`fold`). Folding keeps the state -- and the work per firing --
+    small however long the period: a month of minute windows would otherwise be 43,200
+    entries per key, re-read at every firing."""
 
     periods: dict[int, dict[tuple[int, str], WindowPartials]] = field(default_factory=dict)
+    closed: dict[int, WindowPartials] = field(default_factory=dict)
+    # period start -> windows starting before this were folded into `closed`
+    folded_before: dict[int, int] = field(default_factory=dict)
     # period start -> quota thresholds (percent) already alerted
     alerted: dict[int, set[int]] = field(default_factory=dict)
 
@@ -104,21 +110,58 @@ class LineState:
         aggregation: Aggregation,
         model: PriceModel,
     ) -> tuple[Decimal, Decimal]:
-        """Record a window firing; return (the window's total amount, period quantity after)."""
+        """Record a window firing; return (the window's total amount, period quantity after).
+
+        Raises FoldedWindow for a window already folded (it cannot fire again unless the
+        watermark went backwards, i.e. after a restore; see decision 0006)."""
+        if window[0] < self.folded_before.get(period_start_s, -(2**62)):
+            raise FoldedWindow(window)
         windows = self.periods.setdefault(period_start_s, {})
         # The first firing of a period is measured from nothing, not from price(0): a flat fee
         # that is due at zero usage belongs to the period's first rated window.
-        before = period_charge(model, aggregation, list(windows.values())) if windows else None
+        seen = self.all_windows(period_start_s)
+        before = period_charge(model, aggregation, seen) if seen else None
         previous = windows.get(window)
         partials.amount = previous.amount if previous is not None else Decimal(0)
         windows[window] = partials
-        after = period_charge(model, aggregation, list(windows.values()))
+        after_all = self.all_windows(period_start_s)
+        after = period_charge(model, aggregation, after_all)
         partials.amount += after - (before if before is not None else Decimal(0))
-        return partials.amount, period_quantity(aggregation, list(windows.values()))
+        return partials.amount, period_quantity(aggregation, after_all)
+
+    def all_windows(self, period_start_s: int) -> list[WindowPartials]:
+        out = list(self.periods.get(period_start_s, {}).values())
+        if period_start_s in self.closed:
+            out.append(self.closed[period_start_s])
+        return out
+
+    def fold(self, before_window_start_s: int) -> int:
+        """Fold every window starting before the given time into its period's accumulator;
+        return how many were folded."""
+        n = 0
+        for p, windows in self.periods.items():
+            old = [w for w in windows if w[0] < before_window_start_s]
+            if not old:
+                continue
+            acc = self.closed.get(p)
+            for w in old:
+                acc = windows.pop(w) if acc is None else _combine(acc, windows.pop(w))
+                n += 1
+            assert acc is not None
+            self.closed[p] = acc
+            self.folded_before[p] = max(
+                self.folded_before.get(p, before_window_start_s), before_window_start_s
+            )
+        return n
+
+    def period_total_events(self, period_start_s: int) -> int:
+        return sum(w.n for w in self.all_windows(period_start_s))
 
     def forget_before(self, period_start_s: int) -> None:
         for p in [p for p in self.periods if p < period_start_s]:
             del self.periods[p]
+            self.closed.pop(p, None)
+            self.folded_before.pop(p, None)
         for p in [p for p in self.alerted if p < period_start_s]:
             del self.alerted[p]
 
@@ -128,6 +171,27 @@ class LineState:
         due = crossed(quantity, quota, fired)
         fired.update(due)
         return due
+
+
+class FoldedWindow(Exception):
+    pass
+
+
+def _combine(a: WindowPartials, b: WindowPartials) -> WindowPartials:
+    """Two windows' partials as one (amounts are not combined: folded windows never change)."""
+
+    def pick(x, y, f):
+        return y if x is None else x if y is None else f(x, y)
+
+    return WindowPartials(
+        a.n + b.n,
+        pick(a.q_sum, b.q_sum, WIDE.add),
+        pick(a.q_min, b.q_min, min),
+        pick(a.q_max, b.q_max, max),
+        pick(a.latest_key, b.latest_key, max),
+        Decimal(0),
+        pick(a.fee_sum, b.fee_sum, WIDE.add),
+    )
 
 
 @dataclass(frozen=True)

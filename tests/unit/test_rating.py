@@ -19,7 +19,14 @@ from meterflow.pricing import (
     charge_amount,
     parse_price_book,
 )
-from meterflow.rating import LineState, Rater, WindowPartials, period_quantity, rateable
+from meterflow.rating import (
+    FoldedWindow,
+    LineState,
+    Rater,
+    WindowPartials,
+    period_quantity,
+    rateable,
+)
 from meterflow.subscriptions import PlanChange, Subscription
 
 D = Decimal
@@ -450,3 +457,31 @@ def test_meter_without_charge_is_none():
     assert RATER.context("c1", "storage", _t(2026, 2, 14)) is None
     # pro charges tokens
     assert RATER.context("c1", "tokens", _t(2026, 5, 14)) is not None
+
+
+def test_folding_keeps_totals_and_refuses_refiring_a_folded_window():
+    # per unit 0.5; SUM windows of 2, 3 and 4 units at t = 0, 60, 120 s
+    model = PerUnit(D("0.5"))
+    s = LineState()
+    for t, q in ((0, 2), (60, 3), (120, 4)):
+        s.fire(0, (t, "{}"), WindowPartials(1, D(q), D(q), D(q), None), A.SUM, model)
+    assert s.fold(100) == 2  # the windows at 0 and 60 s can no longer fire
+    assert list(s.periods[0]) == [(120, "{}")]
+    # the window at 120 s fires again with 5 units: 2 + 3 + 5 = 10 units = 5.00 in total
+    amount, q = s.fire(0, (120, "{}"), WindowPartials(2, D(5), D(1), D(4), None), A.SUM, model)
+    assert q == D(10) and amount == D("2.50")  # 4 units (2.00) + the 1 more (0.50)
+    assert s.period_total_events(0) == 4
+    with pytest.raises(FoldedWindow):
+        s.fire(0, (60, "{}"), WindowPartials(2, D(6), D(3), D(3), None), A.SUM, model)
+
+
+def test_folding_combines_min_max_latest_and_avg_partials():
+    s = LineState()
+    model = PerUnit(D(1))
+    for t, q in ((0, "2"), (60, "7"), (120, "4")):
+        lk = f"{t * 1000:015d}|e{t}\x00{q}"
+        s.fire(0, (t, "{}"), WindowPartials(1, D(q), D(q), D(q), lk), A.MAX, model)
+    s.fold(130)
+    (acc,) = s.all_windows(0)
+    assert (acc.n, acc.q_sum, acc.q_min, acc.q_max) == (3, D(13), D(2), D(7))
+    assert acc.latest_key.endswith("\x004")  # the latest event (t = 120 s) has 4
