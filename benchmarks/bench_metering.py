@@ -92,15 +92,14 @@ def job_cmd(group: str, checkpoints: str, *extra: str) -> list[str]:
         checkpoints,
         "--meters",
         str(SCENARIO_METERS),
-        # every bench customer subscribed to the scenario price book: the job rates as it meters
-        "--prices",
-        str(REPO_ROOT / "schemas" / "prices" / "scenario.yaml"),
-        "--subscriptions",
-        str(SUBSCRIPTIONS),
-        "--credits",
-        "none",
+        *RATING,
         *extra,
     ]
+
+
+# every bench customer subscribed to the scenario price book: the job rates as it meters
+# (`--no-rating` measures metering alone)
+RATING: list[str] = []
 
 
 BENCH_CUSTOMERS = 1000
@@ -241,8 +240,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--latency-seconds", type=int, default=20)
     p.add_argument("--latency-rate", type=int, default=2000)
+    p.add_argument("--no-rating", action="store_true", help="meter only (--prices none)")
     a = p.parse_args(argv)
     write_subscriptions()
+    prices = REPO_ROOT / "schemas" / "prices" / "scenario.yaml"
+    RATING[:] = (
+        ["--prices", "none"]
+        if a.no_rating
+        else ["--prices", str(prices), "--subscriptions", str(SUBSCRIPTIONS), "--credits", "none"]
+    )
 
     run_id = uuid.uuid4().hex[:8]
     base = replace(Settings(), events_topic=f"bench-{run_id}")
