@@ -128,6 +128,10 @@ def table_env(opts: JobOptions) -> tuple[StreamExecutionEnvironment, StreamTable
         "python.fn-execution.arrow.batch.size": "5000",
         "python.fn-execution.bundle.size": "100000",
         "python.fn-execution.bundle.time": "1000",
+        # Python keyed state (the rating operator's) goes to the Java state backend for every
+        # key not in the worker's cache (default 1,000 keys); with 1,000 customers x 8 meters
+        # a larger cache gave 2.4x the rating throughput (1,012 -> 2,417 events/s, single runs).
+        "python.state.cache-size": "100000",
         # The local mini-cluster's endpoints stay on loopback.
         "rest.address": "127.0.0.1",
         "rest.bind-address": "127.0.0.1",
