@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ def send_alerts(
     group_id: str = "meterflow-alerts-webhook",
     policy: RetryPolicy = DEFAULT_POLICY,
     idle_s: float = 5.0,
+    join_timeout_s: float = 60.0,
 ) -> SendResult:
     """Deliver every committed alert after this group's offset, in order, committing each after
     a successful POST. Returns when no alert arrived for `idle_s`. Raises DeliveryError (offset
@@ -43,12 +45,18 @@ def send_alerts(
             "enable.auto.commit": False,
         }
     )
-    c.subscribe([topic])
+    assigned: list[TopicPartition] = []
+    # "idle" only counts once the group has its partitions: joining a group on a fresh broker
+    # (creating __consumer_offsets) can take longer than the idle time.
+    c.subscribe([topic], on_assign=lambda _c, parts: assigned.extend(parts))
+    join_deadline = time.monotonic() + join_timeout_s
     sent = attempts = 0
     try:
         while True:
             msg = c.poll(idle_s)
             if msg is None:
+                if not assigned and time.monotonic() < join_deadline:
+                    continue
                 return SendResult(sent, attempts)
             if msg.error():
                 raise DeliveryError(f"alerts topic: {msg.error()}")
