@@ -14,6 +14,7 @@ from clickhouse_driver import Client
 from meterflow.credits import Application
 from meterflow.invoicing import Invoice, Line
 from meterflow.period_usage import StoredEvent
+from meterflow.subscriptions import Period
 
 _EVENT_COLUMNS = "customer_id, event_id, event_name, timestamp_ms, value, properties"
 
@@ -86,6 +87,12 @@ class FinalHeader:
     credits: Decimal
     total: Decimal
     closed_at: datetime
+
+    @property
+    def period(self) -> Period:
+        return Period(
+            self.subscription_id, self.customer_id, self.period_start, self.period_end, -1
+        )
 
 
 def final_invoices(ch: Client, db: str, customer_id: str | None = None) -> list[FinalHeader]:

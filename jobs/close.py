@@ -98,10 +98,9 @@ def plan_work(
         for h in by_sub.get(sub.id, []):
             if h.period_end < as_of - lookback:
                 continue
-            period = Period(sub.id, sub.customer_id, h.period_start, h.period_end, -1)
             version = cat.book.plan(h.plan).version(h.price_version)
             recheck.append(
-                FinalInvoice(h.invoice_id, period, h.plan, version, billed.get(h.invoice_id, []))
+                FinalInvoice(h.invoice_id, h.period, h.plan, version, billed.get(h.invoice_id, []))
             )
         work.append(_Work(sub, todo, recheck))
     return work, skipped
@@ -122,9 +121,10 @@ def close(
     db = settings.clickhouse_database
     ch = connect(settings, db)
     finals = {h.invoice_id: h for h in ledger.final_invoices(ch, db)}
-    # every line billed for a final invoice so far, its own and adjustments referring to it
+    # every line billed so far for the final invoices a close re-checks, their own and the
+    # adjustments referring to them (which carry the original period)
     billed: dict[str, list[Line]] = defaultdict(list)
-    for iid, _, ln in ledger.lines(ch, db, period_end_from=as_of - lookback - timedelta(days=400)):
+    for iid, _, ln in ledger.lines(ch, db, period_end_from=as_of - lookback):
         target = ln.refers_to.split("/")[0] if ln.kind == "adjustment" else iid
         billed[target].append(ln)
     work, skipped = plan_work(cat, finals, billed, as_of, grace, lookback, preview)

@@ -329,12 +329,8 @@ class DecodeRecords(ScalarFunction):
     def fee(self, event, ms):
         """The per-event fee of a clamped percentage charge in force for this customer and
         event time (None when the customer's plan prices the meter otherwise)."""
-        from datetime import timedelta
-
-        from meterflow.decoding import EPOCH
-
         assert self.rater is not None
-        at = EPOCH + timedelta(milliseconds=event.timestamp_ms)
+        at = datetime.fromtimestamp(event.timestamp_ms / 1000, UTC)
         rc = self.rater.context(event.customer_id, ms.meter_id, at)
         if rc is None or not rc.model.needs_events or ms.quantity is None:
             return None

@@ -1,20 +1,33 @@
-"""The metering job's rating operator: window firings in, rated rows out (side output).
+"""The metering job's rating operator: window firings in, rated rows out, alerts as a side
+output.
 
 Its own module so that PyFlink pickles it by reference when the job runs as `__main__`.
 """
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Sequence
 from datetime import UTC
+from decimal import Decimal
 
 import pandas as pd
-from pyflink.common import Row, Types
+from pyflink.common import Row, RowKind, Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
+from meterflow.aggregation import Partials, window_quantity
+from meterflow.alerts import Alert, Quota, crossed
 from meterflow.config import Settings
+from meterflow.credits import balances
 from meterflow.meters import Aggregation, load_meters
+from meterflow.rating import (
+    FoldedWindow,
+    LineState,
+    WindowPartials,
+    period_charge,
+    rateable,
+)
 
 RATED_FIELDS = (
     ("customer_id", Types.STRING()),
@@ -99,18 +112,6 @@ class RateWindows(KeyedProcessFunction):
         self.folded_refirings = metrics.counter("windows_refired_after_fold")
 
     def process_element(self, row: Row, ctx: KeyedProcessFunction.Context):
-        import decimal
-
-        from pyflink.common import RowKind
-
-        from meterflow.rating import (
-            FoldedWindow,
-            LineState,
-            WindowPartials,
-            period_charge,
-            rateable,
-        )
-
         # A late firing arrives as -U (the old result) then +U: the +U carries the new partials.
         if row.get_row_kind() == RowKind.UPDATE_BEFORE:
             return
@@ -163,8 +164,6 @@ class RateWindows(KeyedProcessFunction):
         self.rated.inc()
 
     def _alert_row(self, rc, meter: str, pct: int, quantity, ws) -> Row:
-        from meterflow.alerts import Alert
-
         if self.alert_codec is None:
             self.alert_codec = AlertCodec(self.settings)
         assert rc.quota is not None
@@ -212,12 +211,6 @@ class CreditAlerts(KeyedProcessFunction):
         self.alerts_fired = runtime_context.get_metrics_group().counter("credit_alerts_fired")
 
     def process_element(self, row: Row, ctx: KeyedProcessFunction.Context):
-        import decimal
-        from decimal import Decimal
-
-        from meterflow.alerts import Alert
-        from meterflow.credits import balances
-
         grants = self.grants.get(row[0])
         if not grants:
             return
@@ -240,7 +233,7 @@ class CreditAlerts(KeyedProcessFunction):
             if period_revision >= per["costs"].get(meter, (-1, None))[0]:
                 per["costs"][meter] = (period_revision, period_amount)
             cost = sum((a for _, a in per["costs"].values()), Decimal(0))
-            due = [t for t in crossed_pcts(cost, usable) if t not in per["alerted"]]
+            due = crossed(cost, Quota(usable), per["alerted"])
             per["alerted"].update(due)
             for p in [p for p in state if p < period_s - 100 * 86400]:
                 del state[p]
@@ -258,12 +251,6 @@ class CreditAlerts(KeyedProcessFunction):
                 alert.alert_id, customer, sub_id, self.CREDIT_METER, ps, pe, pct, str(cost),
                 str(usable), False, row[7], payload,
             )  # fmt: skip
-
-
-def crossed_pcts(cost, usable) -> list[int]:
-    from meterflow.alerts import Quota, crossed
-
-    return crossed(cost, Quota(usable), ())
 
 
 class AlertCodec:
@@ -311,18 +298,12 @@ class AlertCodec:
 
 
 def _q18(d) -> str:
-    from decimal import Decimal
-
     return str(d.quantize(Decimal("1e-18")))
 
 
 def dec(text):
-    from decimal import Decimal
-
     return None if text is None or (not isinstance(text, str) and pd.isna(text)) else Decimal(text)
 
 
 def window_quantity_of(aggregation: Aggregation, n, s, mn, mx, uc, lk):
-    from meterflow.aggregation import Partials, window_quantity
-
     return window_quantity(aggregation, Partials(int(n), s, mn, mx, uc, lk))

@@ -73,8 +73,7 @@ class InvoiceView:
 
     @property
     def period(self) -> Period:
-        h = self.header
-        return Period(h.subscription_id, h.customer_id, h.period_start, h.period_end, -1)
+        return self.header.period
 
 
 def load_invoice(ch: Client, db: str, invoice_id: str) -> InvoiceView:
@@ -226,7 +225,7 @@ def reconcile(
     for h in ledger.final_invoices(ch, db, customer_id):
         plan = book.plan(h.plan)
         version = plan.version(h.price_version)
-        period = Period(h.subscription_id, h.customer_id, h.period_start, h.period_end, -1)
+        period = h.period
         recheck: dict[str, LineUsage] | None = None
         late: dict | None = None
         for _, _, ln in ledger.lines(ch, db, invoice_id=h.invoice_id):

@@ -26,7 +26,8 @@ from typing import Any
 import yaml
 
 from meterflow.config import REPO_ROOT
-from meterflow.subscriptions import parse_utc, require_utc
+from meterflow.config_fields import ItemContext, required_name, required_timestamp
+from meterflow.subscriptions import require_utc
 
 DEFAULT_CREDITS_FILE = REPO_ROOT / "schemas" / "customers" / "credits.yaml"
 _CURRENCY = re.compile(r"[A-Z]{3}")
@@ -171,36 +172,14 @@ def balances(
 # ---------------------------------------------------------------------------------- loading
 
 
-class _Ctx:
-    def __init__(self, source: str, grant: str | None = None) -> None:
-        self.source, self.grant = source, grant
-
-    def error(self, fld: str, msg: str) -> CreditConfigError:
-        who = f"grant {self.grant!r}" if self.grant else "credits file"
-        return CreditConfigError(f"{self.source}: {who}: field {fld!r}: {msg}")
+def _ctx(source: str, grant: str | None = None) -> ItemContext:
+    return ItemContext(source, CreditConfigError, "grant", "credits file", grant)
 
 
 _GRANT_KEYS = {"id", "customer_id", "amount", "currency", "effective_at", "expires_at", "priority"}
 
 
-def _name(ctx: _Ctx, fld: str, v: Any) -> str:
-    if v is None:
-        raise ctx.error(fld, "missing")
-    if not isinstance(v, str) or not v.strip():
-        raise ctx.error(fld, f"must be a non-empty string, got {v!r}")
-    return v
-
-
-def _timestamp(ctx: _Ctx, fld: str, v: Any) -> datetime:
-    if v is None:
-        raise ctx.error(fld, "missing")
-    try:
-        return parse_utc(v)
-    except ValueError as exc:
-        raise ctx.error(fld, str(exc)) from None
-
-
-def _amount(ctx: _Ctx, v: Any) -> Decimal:
+def _amount(ctx: ItemContext, v: Any) -> Decimal:
     if v is None:
         raise ctx.error("amount", "missing")
     # Decimal text only: a YAML float (0.1) would already have lost exactness.
@@ -217,22 +196,22 @@ def _amount(ctx: _Ctx, v: Any) -> Decimal:
 
 def parse_grant(raw: Any, source: str) -> Grant:
     if not isinstance(raw, dict):
-        raise _Ctx(source).error("grants", f"each grant must be a mapping, got {raw!r}")
-    ctx = _Ctx(source, str(raw.get("id", "?")))
+        raise _ctx(source).error("grants", f"each grant must be a mapping, got {raw!r}")
+    ctx = _ctx(source, str(raw.get("id", "?")))
     unknown = set(raw) - _GRANT_KEYS
     if unknown:
         raise ctx.error(sorted(unknown)[0], f"unknown field (allowed: {sorted(_GRANT_KEYS)})")
-    gid = _name(ctx, "id", raw.get("id"))
-    currency = _name(ctx, "currency", raw.get("currency"))
+    gid = required_name(ctx, "id", raw.get("id"))
+    currency = required_name(ctx, "currency", raw.get("currency"))
     if not _CURRENCY.fullmatch(currency):
         raise ctx.error("currency", f"must be an upper-case ISO 4217 code, got {currency!r}")
     priority = raw.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ctx.error("priority", f"must be an integer, got {priority!r}")
-    effective = _timestamp(ctx, "effective_at", raw.get("effective_at"))
+    effective = required_timestamp(ctx, "effective_at", raw.get("effective_at"))
     expires = None
     if raw.get("expires_at") is not None:
-        expires = _timestamp(ctx, "expires_at", raw["expires_at"])
+        expires = required_timestamp(ctx, "expires_at", raw["expires_at"])
         if expires <= effective:
             raise ctx.error(
                 "expires_at",
@@ -240,7 +219,7 @@ def parse_grant(raw: Any, source: str) -> Grant:
             )
     return Grant(
         id=gid,
-        customer_id=_name(ctx, "customer_id", raw.get("customer_id")),
+        customer_id=required_name(ctx, "customer_id", raw.get("customer_id")),
         amount=_amount(ctx, raw.get("amount")),
         currency=currency,
         effective_at=effective,
@@ -251,12 +230,12 @@ def parse_grant(raw: Any, source: str) -> Grant:
 
 def parse_grants(data: Any, source: str) -> list[Grant]:
     if not isinstance(data, dict) or not isinstance(data.get("grants"), list):
-        raise _Ctx(source).error("grants", "the file must contain `grants: [ ... ]`")
+        raise _ctx(source).error("grants", "the file must contain `grants: [ ... ]`")
     grants = [parse_grant(g, source) for g in data["grants"]]
     seen: set[str] = set()
     for g in grants:
         if g.id in seen:
-            raise _Ctx(source, g.id).error("id", "defined twice")
+            raise _ctx(source, g.id).error("id", "defined twice")
         seen.add(g.id)
     return grants
 

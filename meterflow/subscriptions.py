@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from meterflow.config import REPO_ROOT
+from meterflow.config_fields import ItemContext, required_name, required_timestamp
 
 DEFAULT_SUBSCRIPTIONS_FILE = REPO_ROOT / "schemas" / "customers" / "default.yaml"
 PERIOD_MONTHS = (1, 3, 6, 12)
@@ -242,13 +243,8 @@ def _overlap(group: list[Subscription]) -> tuple[Subscription, Subscription] | N
 # ---------------------------------------------------------------------------------- loading
 
 
-class _Ctx:
-    def __init__(self, source: str, sub: str | None = None) -> None:
-        self.source, self.sub = source, sub
-
-    def error(self, fld: str, msg: str) -> SubscriptionConfigError:
-        who = f"subscription {self.sub!r}" if self.sub else "subscriptions file"
-        return SubscriptionConfigError(f"{self.source}: {who}: field {fld!r}: {msg}")
+def _ctx(source: str, sub: str | None = None) -> ItemContext:
+    return ItemContext(source, SubscriptionConfigError, "subscription", "subscriptions file", sub)
 
 
 _SUB_KEYS = {
@@ -263,24 +259,7 @@ _SUB_KEYS = {
 }
 
 
-def _name(ctx: _Ctx, fld: str, v: Any) -> str:
-    if v is None:
-        raise ctx.error(fld, "missing")
-    if not isinstance(v, str) or not v.strip():
-        raise ctx.error(fld, f"must be a non-empty string, got {v!r}")
-    return v
-
-
-def _timestamp(ctx: _Ctx, fld: str, v: Any) -> datetime:
-    if v is None:
-        raise ctx.error(fld, "missing")
-    try:
-        return parse_utc(v)
-    except ValueError as exc:
-        raise ctx.error(fld, str(exc)) from None
-
-
-def _plan_changes(ctx: _Ctx, raw: Any, start: datetime) -> tuple[PlanChange, ...]:
+def _plan_changes(ctx: ItemContext, raw: Any, start: datetime) -> tuple[PlanChange, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -290,21 +269,21 @@ def _plan_changes(ctx: _Ctx, raw: Any, start: datetime) -> tuple[PlanChange, ...
         fld = f"plan_changes[{i}]"
         if not isinstance(item, dict) or set(item) != {"plan", "requested_at"}:
             raise ctx.error(fld, f"must be exactly {{plan, requested_at}}, got {item!r}")
-        at = _timestamp(ctx, f"{fld}.requested_at", item["requested_at"])
+        at = required_timestamp(ctx, f"{fld}.requested_at", item["requested_at"])
         if at < start:
             raise ctx.error(f"{fld}.requested_at", f"{at.isoformat()} is before start")
-        out.append(PlanChange(_name(ctx, f"{fld}.plan", item["plan"]), at))
+        out.append(PlanChange(required_name(ctx, f"{fld}.plan", item["plan"]), at))
     return tuple(out)
 
 
 def parse_subscription(raw: Any, source: str) -> Subscription:
     if not isinstance(raw, dict):
-        raise _Ctx(source).error("subscriptions", f"each entry must be a mapping, got {raw!r}")
-    ctx = _Ctx(source, str(raw.get("id", "?")))
+        raise _ctx(source).error("subscriptions", f"each entry must be a mapping, got {raw!r}")
+    ctx = _ctx(source, str(raw.get("id", "?")))
     unknown = set(raw) - _SUB_KEYS
     if unknown:
         raise ctx.error(sorted(unknown)[0], f"unknown field (allowed: {sorted(_SUB_KEYS)})")
-    sid = _name(ctx, "id", raw.get("id"))
+    sid = required_name(ctx, "id", raw.get("id"))
     try:
         anchor = Anchor(str(raw.get("anchor", "calendar")).lower())
     except ValueError:
@@ -314,16 +293,16 @@ def parse_subscription(raw: Any, source: str) -> Subscription:
     months = raw.get("period_months", 1)
     if isinstance(months, bool) or not isinstance(months, int) or months not in PERIOD_MONTHS:
         raise ctx.error("period_months", f"must be one of {list(PERIOD_MONTHS)}, got {months!r}")
-    start = _timestamp(ctx, "start", raw.get("start"))
+    start = required_timestamp(ctx, "start", raw.get("start"))
     end = None
     if raw.get("end") is not None:
-        end = _timestamp(ctx, "end", raw["end"])
+        end = required_timestamp(ctx, "end", raw["end"])
         if end <= start:
             raise ctx.error("end", f"{end.isoformat()} is not after start {start.isoformat()}")
     return Subscription(
         id=sid,
-        customer_id=_name(ctx, "customer_id", raw.get("customer_id")),
-        plan=_name(ctx, "plan", raw.get("plan")),
+        customer_id=required_name(ctx, "customer_id", raw.get("customer_id")),
+        plan=required_name(ctx, "plan", raw.get("plan")),
         start=start,
         anchor=anchor,
         period_months=months,
@@ -334,18 +313,18 @@ def parse_subscription(raw: Any, source: str) -> Subscription:
 
 def parse_subscriptions(data: Any, source: str) -> list[Subscription]:
     if not isinstance(data, dict) or not isinstance(data.get("subscriptions"), list):
-        raise _Ctx(source).error("subscriptions", "the file must contain `subscriptions: [ ... ]`")
+        raise _ctx(source).error("subscriptions", "the file must contain `subscriptions: [ ... ]`")
     subs = [parse_subscription(s, source) for s in data["subscriptions"]]
     seen: set[str] = set()
     for s in subs:
         if s.id in seen:
-            raise _Ctx(source, s.id).error("id", "defined twice")
+            raise _ctx(source, s.id).error("id", "defined twice")
         seen.add(s.id)
     for customer, group in subscriptions_by_customer(subs).items():
         clash = _overlap(group)
         if clash:
             prev, nxt = clash
-            raise _Ctx(source, nxt.id).error(
+            raise _ctx(source, nxt.id).error(
                 "start", f"overlaps subscription {prev.id!r} of customer {customer!r}"
             )
     return subs
