@@ -23,11 +23,12 @@ from decimal import Decimal
 
 from connectors import ledger
 from connectors.clickhouse import connect, migrate
-from jobs.close import Catalog, close
-from meterflow.config import REPO_ROOT, Settings
+from jobs.close import close
+from meterflow.catalog import Catalog
 from meterflow.credits import Grant
 from meterflow.meters import load_meters
-from meterflow.pricing import load_price_book
+from meterflow.price_book import load_price_book
+from meterflow.settings import REPO_ROOT, Settings
 from meterflow.subscriptions import Anchor, Subscription
 
 PERIOD_START = datetime(2026, 10, 1, tzinfo=UTC)

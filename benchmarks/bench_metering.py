@@ -24,9 +24,9 @@ from connectors.clickhouse import connect, migrate
 from connectors.kafka_admin import delete_topics, ensure_topics
 from connectors.producer import produce_raw
 from connectors.registry import register_event_schema
-from meterflow.config import REPO_ROOT, Settings
 from meterflow.events import UsageEvent, schema_text
-from meterflow.scenario import SCENARIO_METERS, ScenarioConfig, encode, generate
+from meterflow.settings import REPO_ROOT, Settings
+from meterflow.testing.scenario import SCENARIO_METERS, ScenarioConfig, encode, generate
 
 
 def log(msg: str) -> None:

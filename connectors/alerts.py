@@ -5,14 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 
+from clickhouse_driver import Client
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from connectors.registry import client as registry_client
-from meterflow.config import Settings
-from meterflow.webhook import DeliveryError, RetryPolicy, deliver
+from connectors.webhook import DeliveryError, RetryPolicy, deliver
+from meterflow.settings import Settings
 
 DEFAULT_POLICY = RetryPolicy()
 
@@ -69,3 +72,29 @@ def send_alerts(
             sent += 1
     finally:
         c.close()
+
+
+@dataclass(frozen=True)
+class StoredAlert:
+    customer_id: str
+    meter: str
+    period_start: datetime
+    threshold_pct: int
+    quantity: Decimal
+    quota: Decimal
+    hard_cap: bool
+
+
+def stored_alerts(ch: Client, db: str, customer_id: str | None = None) -> list[StoredAlert]:
+    """The alerts table, one row per (customer, meter, period, threshold), in that order."""
+    where = "WHERE customer_id = %(c)s" if customer_id else ""
+    rows = ch.execute(
+        "SELECT customer_id, meter, period_start, threshold_pct, quantity, quota, hard_cap "
+        f"FROM {db}.alerts FINAL {where} "
+        "ORDER BY customer_id, meter, period_start, threshold_pct",
+        {"c": customer_id},
+    )
+    return [
+        StoredAlert(c, m, ps.replace(tzinfo=UTC), int(pct), q, quota, bool(cap))
+        for c, m, ps, pct, q, quota, cap in rows
+    ]

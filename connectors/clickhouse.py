@@ -13,7 +13,7 @@ from importlib import resources
 
 from clickhouse_driver import Client
 
-from meterflow.config import Settings
+from meterflow.settings import Settings
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -75,6 +75,12 @@ def migrate(settings: Settings) -> list[str]:
         )
         applied.append(mig.name)
     return applied
+
+
+def has_events(ch: Client, db: str, customer_id: str) -> bool:
+    """Whether any accepted event of `customer_id` is stored."""
+    q = f"SELECT count() FROM {db}.events WHERE customer_id = %(c)s"
+    return ch.execute(q, {"c": customer_id})[0][0] > 0
 
 
 @dataclass(frozen=True)

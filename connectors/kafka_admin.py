@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from meterflow.config import Settings
+from meterflow.settings import Settings
 
 
 def ensure_topics(settings: Settings, topics: list[str], timeout: float = 30.0) -> list[str]:

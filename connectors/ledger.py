@@ -13,6 +13,7 @@ from clickhouse_driver import Client
 
 from meterflow.credits import Application
 from meterflow.invoicing import Invoice, Line
+from meterflow.meters import Meter
 from meterflow.period_usage import StoredEvent
 from meterflow.subscriptions import Period
 
@@ -250,3 +251,76 @@ def streamed_totals(
         {"c": customer_id},
     )
     return {(r[0], _utc(r[1]), r[2], r[3]): r[4] for r in rows}
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def line_events_sql(db: str, customer_id: str, period: Period, meter: Meter) -> str:
+    """SQL listing the events behind a line: the meter's selection, written out in SQL.
+
+    Properties are stored as flat JSON with sorted keys, which visitParam* functions (present
+    in 18.16 and current ClickHouse) read without a JSON parser."""
+    lo, hi = int(period.start.timestamp() * 1000), int(period.end.timestamp() * 1000)
+    where = [
+        f"customer_id = {_sql_str(customer_id)}",
+        f"timestamp_ms >= {lo}",
+        f"timestamp_ms < {hi}",
+        f"event_name = {_sql_str(meter.event_name)}",
+    ]
+    for f in meter.filters:
+        prop = _sql_str(f.property)
+        if f.op == "exists":
+            where.append(f"{'' if f.exists else 'NOT '}visitParamHas(properties, {prop})")
+            continue
+        values = ", ".join(_sql_str(v) for v in sorted(f.values))
+        member = f"visitParamExtractString(properties, {prop}) IN ({values})"
+        if f.op == "in":
+            where.append(f"(visitParamHas(properties, {prop}) AND {member})")
+        else:
+            where.append(f"NOT (visitParamHas(properties, {prop}) AND {member})")
+    cond = " AND ".join(where)
+    cols = "event_id, timestamp_ms, value, properties"
+    return (
+        f"SELECT {cols} FROM (SELECT {cols} FROM {db}.events FINAL WHERE {cond} "
+        f"UNION ALL SELECT {cols} FROM {db}.late_events FINAL WHERE {cond}) "
+        "ORDER BY timestamp_ms, event_id LIMIT 1 BY event_id"
+    )
+
+
+def rated_amounts_by_currency(ch: Client, db: str) -> dict[str, Decimal]:
+    """Sum of the newest revision of every streamed rated row, per currency."""
+    rows = ch.execute(f"SELECT currency, sum(amount) FROM {db}.rated_usage FINAL GROUP BY currency")
+    return {cur: amount for cur, amount in rows}
+
+
+# table -> the column that says when a row was written
+WRITE_TIME_COLUMNS = {
+    "events": "ingested_at",
+    "late_events": "ingested_at",
+    "usage_windows": "written_at",
+    "rated_usage": "written_at",
+    "invoices": "closed_at",
+    "invoice_lines": "closed_at",
+    "credit_applications": "applied_at",
+    "alerts": "written_at",
+}
+
+
+def last_write_times(ch: Client, db: str) -> dict[str, int]:
+    """Unix time of the newest row of each table in WRITE_TIME_COLUMNS; 0 for an empty table
+    or one not migrated yet. Raises LookupError when the database has no tables at all."""
+    present = {
+        r[0]
+        for r in ch.execute("SELECT name FROM system.tables WHERE database = %(db)s", {"db": db})
+    }
+    if not present:
+        raise LookupError(f"database {db!r} has no tables (run `meterflow init`)")
+    # max() of an empty table is the epoch: 0, "never written"
+    return {
+        table: int(ch.execute(f"SELECT toUInt32(max({column})) FROM {db}.{table}")[0][0])
+        if table in present
+        else 0
+        for table, column in WRITE_TIME_COLUMNS.items()
+    }

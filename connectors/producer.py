@@ -9,8 +9,8 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import StringSerializer
 
 from connectors.registry import client as registry_client
-from meterflow.config import Settings
 from meterflow.events import UsageEvent, schema_text
+from meterflow.settings import Settings
 
 
 class DeliveryFailed(RuntimeError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from meterflow.config import Settings
+from meterflow.settings import Settings
 
 COMPATIBILITY = "BACKWARD"
 
@@ -27,7 +27,7 @@ def register_event_schema(settings: Settings, schema_str: str) -> int:
 
 def register_alert_schema(settings: Settings) -> int:
     """The usage-alert schema under `<alerts topic>-value` (idempotent); returns its id."""
-    from meterflow.config import REPO_ROOT
+    from meterflow.settings import REPO_ROOT
 
     text = (REPO_ROOT / "schemas" / "alert" / "v1.avsc").read_text()
     reg = client(settings)

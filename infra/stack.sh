@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts/stops the local stack on 127.0.0.1 with all state under var/ (git-ignored):
 #   kafka (single-node KRaft), registry (Apicurio, Confluent-compatible API), clickhouse,
-#   prometheus (scrapes the metering job's Flink reporter and `python -m meterflow.exporter`).
+#   prometheus (scrapes the metering job's Flink reporter and `python -m meterflow.cli.exporter`).
 # usage: infra/stack.sh up|down|status
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -19,36 +19,23 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from connectors import ledger
 from connectors.clickhouse import connect
-from meterflow.config import Settings
-from meterflow.credits import Grant, load_grants
+from jobs.progress import Progress
+from meterflow.catalog import Catalog, load_catalog
+from meterflow.cli.args import add_catalog_args, utc_time
+from meterflow.credits import Grant
 from meterflow.invoicing import FinalInvoice, Invoice, Line, adjustment_lines, build_invoice
 from meterflow.invoicing import invoice_id as make_invoice_id
-from meterflow.meters import DEFAULT_METERS_FILE, Meter, load_meters
 from meterflow.period_usage import StoredEvent, period_usage
-from meterflow.pricing import DEFAULT_PRICES_FILE, PriceBook, load_price_book
-from meterflow.progress import Progress
+from meterflow.settings import Settings
 from meterflow.subscriptions import (
-    DEFAULT_SUBSCRIPTIONS_FILE,
     Period,
     Subscription,
     closable_periods,
-    load_subscriptions,
     period_at,
 )
-
-DEFAULT_CREDITS_FILE = DEFAULT_SUBSCRIPTIONS_FILE.parent / "credits.yaml"
-
-
-@dataclass(frozen=True)
-class Catalog:
-    subscriptions: Sequence[Subscription]
-    book: PriceBook
-    meters: Sequence[Meter]
-    grants: Sequence[Grant]
 
 
 @dataclass(frozen=True)
@@ -219,36 +206,10 @@ def _within(events: Sequence[StoredEvent], p: Period) -> list[StoredEvent]:
     return [e for e in events if lo <= e.timestamp_ms < hi]
 
 
-def load_catalog(
-    subscriptions: Path = DEFAULT_SUBSCRIPTIONS_FILE,
-    prices: Path = DEFAULT_PRICES_FILE,
-    meters: Path = DEFAULT_METERS_FILE,
-    credits: Path | None = DEFAULT_CREDITS_FILE,
-) -> Catalog:
-    return Catalog(
-        load_subscriptions(subscriptions),
-        load_price_book(prices),
-        load_meters(meters),
-        load_grants(credits) if credits is not None and credits.exists() else [],
-    )
-
-
-def parse_time(text: str) -> datetime:
-    t = datetime.fromisoformat(text)
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
-def add_catalog_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--subscriptions", type=Path, default=DEFAULT_SUBSCRIPTIONS_FILE)
-    p.add_argument("--prices", type=Path, default=DEFAULT_PRICES_FILE)
-    p.add_argument("--meters", type=Path, default=DEFAULT_METERS_FILE)
-    p.add_argument("--credits", type=Path, default=DEFAULT_CREDITS_FILE)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_catalog_args(p)
-    p.add_argument("--as-of", type=parse_time, default=None, help="UTC time (default: now)")
+    p.add_argument("--as-of", type=utc_time, default=None, help="UTC time (default: now)")
     p.add_argument("--grace-hours", type=float, default=24.0)
     p.add_argument(
         "--lookback-days",

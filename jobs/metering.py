@@ -50,11 +50,11 @@ from jobs.rating_operator import (
     dec,
     row_type,
 )
-from meterflow.config import REPO_ROOT, Settings
 from meterflow.credits import DEFAULT_CREDITS_FILE
 from meterflow.decoding import Limits
 from meterflow.meters import DEFAULT_METERS_FILE, Aggregation, Meter, load_meters
-from meterflow.pricing import DEFAULT_PRICES_FILE
+from meterflow.price_book import DEFAULT_PRICES_FILE
+from meterflow.settings import REPO_ROOT, Settings
 from meterflow.subscriptions import DEFAULT_SUBSCRIPTIONS_FILE
 
 JARS_DIR = REPO_ROOT / "build" / "flink-jars"
@@ -249,7 +249,8 @@ def fee_meters(opts: JobOptions) -> frozenset[str]:
     fee is computed at decode time, where the single event is still at hand."""
     if opts.prices_file is None or opts.subscriptions_file is None:
         return frozenset()
-    from meterflow.pricing import has_per_event_bounds, load_price_book
+    from meterflow.price_book import load_price_book
+    from meterflow.pricing import has_per_event_bounds
 
     book = load_price_book(opts.prices_file)
     return frozenset(
@@ -316,7 +317,7 @@ class DecodeRecords(ScalarFunction):
         self.schemas = SchemaCache(schema_fetcher(self.settings), schema_text(1))
         self.rater = None
         if self.fees:
-            from meterflow.pricing import load_price_book
+            from meterflow.price_book import load_price_book
             from meterflow.rating import Rater
             from meterflow.subscriptions import load_subscriptions
 

@@ -18,7 +18,6 @@ from pyflink.datastream.state import ValueStateDescriptor
 
 from meterflow.aggregation import Partials, window_quantity
 from meterflow.alerts import Alert, Quota, crossed
-from meterflow.config import Settings
 from meterflow.credits import balances
 from meterflow.meters import Aggregation, load_meters
 from meterflow.rating import (
@@ -28,6 +27,7 @@ from meterflow.rating import (
     period_charge,
     rateable,
 )
+from meterflow.settings import Settings
 
 RATED_FIELDS = (
     ("customer_id", Types.STRING()),
@@ -94,7 +94,7 @@ class RateWindows(KeyedProcessFunction):
         self.allowed_lateness_s = allowed_lateness_s
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        from meterflow.pricing import load_price_book
+        from meterflow.price_book import load_price_book
         from meterflow.rating import Rater
         from meterflow.subscriptions import load_subscriptions
 
@@ -263,7 +263,7 @@ class AlertCodec:
         import fastavro
 
         from connectors.registry import register_alert_schema
-        from meterflow.config import REPO_ROOT
+        from meterflow.settings import REPO_ROOT
 
         self.schema_id = register_alert_schema(settings)
         text = (REPO_ROOT / "schemas" / "alert" / "v1.avsc").read_text()

@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from meterflow.config import REPO_ROOT
-from meterflow.config_fields import ItemContext, required_name, required_timestamp
-from meterflow.subscriptions import require_utc
+from meterflow.definitions import ItemContext, required_name, required_timestamp
+from meterflow.settings import REPO_ROOT
+from meterflow.utc import require_utc
 
 DEFAULT_CREDITS_FILE = REPO_ROOT / "schemas" / "customers" / "credits.yaml"
 _CURRENCY = re.compile(r"[A-Z]{3}")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
 from pathlib import Path
 
-from meterflow.config import REPO_ROOT
+from meterflow.settings import REPO_ROOT
 
 SCHEMA_DIR = REPO_ROOT / "schemas" / "usage_event"
 # Avro decimal(38, 12): the quantum every quantity is stored with, end to end.

@@ -21,7 +21,8 @@ from decimal import Decimal
 from meterflow.credits import Application, Grant, apply_credits
 from meterflow.money import Currency, round_amount
 from meterflow.period_usage import LineKey, LineUsage
-from meterflow.pricing import Charge, PlanVersion, charge_amount, true_up
+from meterflow.price_book import Charge, PlanVersion
+from meterflow.pricing import charge_amount, true_up
 from meterflow.subscriptions import Period
 
 USAGE, MINIMUM, ADJUSTMENT, CREDIT = "usage", "minimum", "adjustment", "credit"

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from meterflow.config import REPO_ROOT
 from meterflow.events import WIDE
+from meterflow.settings import REPO_ROOT
 
 DEFAULT_METERS_FILE = REPO_ROOT / "schemas" / "meters" / "default.yaml"
 # Quantities are stored as Decimal(38, 12): at most 26 integer digits.

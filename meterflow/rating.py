@@ -24,7 +24,8 @@ from meterflow.alerts import Quota, crossed
 from meterflow.decoding import latest_value
 from meterflow.events import QUANTUM, WIDE
 from meterflow.meters import Aggregation, Meter
-from meterflow.pricing import PriceBook, PriceModel, has_per_event_bounds
+from meterflow.price_book import PriceBook
+from meterflow.pricing import PriceModel, has_per_event_bounds
 from meterflow.subscriptions import Period, Subscription, active_subscription, period_at
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from calendar import monthrange
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from itertools import pairwise
 from pathlib import Path
@@ -35,8 +35,9 @@ from typing import Any
 
 import yaml
 
-from meterflow.config import REPO_ROOT
-from meterflow.config_fields import ItemContext, required_name, required_timestamp
+from meterflow.definitions import ItemContext, required_name, required_timestamp
+from meterflow.settings import REPO_ROOT
+from meterflow.utc import require_utc
 
 DEFAULT_SUBSCRIPTIONS_FILE = REPO_ROOT / "schemas" / "customers" / "default.yaml"
 PERIOD_MONTHS = (1, 3, 6, 12)
@@ -49,29 +50,6 @@ class Anchor(StrEnum):
 
 class SubscriptionConfigError(ValueError):
     pass
-
-
-def require_utc(value: datetime, what: str) -> datetime:
-    """`value` in UTC; naive datetimes are refused because their zone is a guess."""
-    if not isinstance(value, datetime) or value.utcoffset() is None:
-        raise ValueError(f"{what} must be a timezone-aware datetime, got {value!r}")
-    return value if value.tzinfo is UTC else value.astimezone(UTC)
-
-
-def parse_utc(value: object) -> datetime:
-    """A config timestamp (YAML timestamp, date or ISO-8601 text) in UTC; naive means UTC."""
-    if isinstance(value, datetime):
-        dt = value
-    elif isinstance(value, date):
-        dt = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        try:
-            dt = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError(f"{value!r} is not an ISO-8601 date or timestamp") from None
-    else:
-        raise ValueError(f"must be a date or timestamp, got {value!r}")
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 @dataclass(frozen=True)

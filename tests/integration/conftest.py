@@ -25,8 +25,8 @@ from connectors.clickhouse import connect, migrate
 from connectors.kafka_admin import delete_topics, ensure_topics
 from connectors.registry import client as registry_client
 from connectors.registry import register_event_schema
-from meterflow.config import REPO_ROOT, Settings
 from meterflow.events import schema_text
+from meterflow.settings import REPO_ROOT, Settings
 
 JOB_TIMEOUT_S = 300
 

@@ -14,9 +14,9 @@ import pytest
 
 from connectors.alerts import send_alerts
 from connectors.producer import produce_raw
+from connectors.webhook import DeliveryError, RetryPolicy, post_json
 from jobs.rating_operator import AlertCodec
 from meterflow.alerts import Alert
-from meterflow.webhook import DeliveryError, RetryPolicy, post_json
 
 
 class Receiver(BaseHTTPRequestHandler):

@@ -17,15 +17,16 @@ import yaml
 
 from connectors import ledger
 from connectors.producer import produce_raw
-from jobs.close import Catalog, close
-from meterflow import billing_commands as bc
-from meterflow.config import REPO_ROOT
+from jobs.close import close
+from meterflow.catalog import Catalog
+from meterflow.cli import reports as bc
 from meterflow.credits import load_grants
 from meterflow.events import UsageEvent
 from meterflow.meters import load_meters
-from meterflow.pricing import load_price_book, parse_price_book
-from meterflow.scenario import Record, ScenarioConfig, encode, flush_phase, generate
+from meterflow.price_book import load_price_book, parse_price_book
+from meterflow.settings import REPO_ROOT
 from meterflow.subscriptions import load_subscriptions
+from meterflow.testing.scenario import Record, ScenarioConfig, encode, flush_phase, generate
 from tests.integration.conftest import kill_job
 from tests.integration.expected import (
     WINDOWS_SQL,

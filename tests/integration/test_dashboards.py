@@ -33,8 +33,8 @@ import yaml
 
 from connectors.clickhouse import migrations
 from connectors.producer import produce_raw
-from meterflow.config import REPO_ROOT
-from meterflow.scenario import Scenario, ScenarioConfig, flush_phase, generate
+from meterflow.settings import REPO_ROOT
+from meterflow.testing.scenario import Scenario, ScenarioConfig, flush_phase, generate
 from tests.integration.conftest import Scratch, kill_job
 
 DASHBOARDS = REPO_ROOT / "infra" / "grafana" / "dashboards"
@@ -443,7 +443,7 @@ def start_exporter(scratch: Scratch) -> subprocess.Popen:
             "its own exporter there, on its scratch database, for Prometheus to scrape"
         )
     log = open(scratch.checkpoints / "exporter.log", "w")  # noqa: SIM115
-    cmd = [sys.executable, "-m", "meterflow.exporter", "--port", str(EXPORTER_PORT)]
+    cmd = [sys.executable, "-m", "meterflow.cli.exporter", "--port", str(EXPORTER_PORT)]
     return subprocess.Popen(
         [*cmd, "--interval", "2", "--reconcile-interval", "10"],
         cwd=REPO_ROOT,

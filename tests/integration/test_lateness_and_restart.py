@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import fastavro
 
 from connectors.producer import produce_raw
-from meterflow.config import REPO_ROOT
-from meterflow.scenario import Record, ScenarioConfig, flush_phase, generate
+from meterflow.settings import REPO_ROOT
+from meterflow.testing.scenario import Record, ScenarioConfig, flush_phase, generate
 from tests.integration.conftest import kill_job, make_scratch
 from tests.integration.expected import (
     WINDOWS_SQL,

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from connectors.producer import produce_raw
-from meterflow.config import REPO_ROOT
-from meterflow.scenario import MALFORMED_KINDS, ScenarioConfig, generate
+from meterflow.settings import REPO_ROOT
+from meterflow.testing.scenario import MALFORMED_KINDS, ScenarioConfig, generate
 from tests.integration.expected import WINDOWS_SQL, actual_windows, expected_windows
 
 METERS = REPO_ROOT / "schemas" / "meters" / "scenario.yaml"

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from connectors.producer import produce_raw
-from meterflow.config import REPO_ROOT
-from meterflow.scenario import ScenarioConfig, generate
+from meterflow.settings import REPO_ROOT
+from meterflow.testing.scenario import ScenarioConfig, generate
 
 METERS = str(REPO_ROOT / "schemas" / "meters" / "scenario.yaml")
 

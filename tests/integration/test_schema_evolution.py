@@ -8,8 +8,8 @@ from decimal import Decimal
 from connectors.producer import produce_events
 from connectors.registry import client as registry_client
 from connectors.registry import register_event_schema
-from meterflow.config import REPO_ROOT
 from meterflow.events import UsageEvent, schema_text
+from meterflow.settings import REPO_ROOT
 
 METERS = str(REPO_ROOT / "tests" / "integration" / "data" / "skeleton_meters.yaml")
 

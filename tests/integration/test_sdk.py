@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from meterflow.config import REPO_ROOT, Settings
+from meterflow.settings import REPO_ROOT, Settings
 from tests.integration.conftest import Scratch, kill_job, make_scratch
 
 OUTAGE_S = 60

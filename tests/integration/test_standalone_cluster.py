@@ -18,8 +18,8 @@ import pyflink
 import pytest
 
 from connectors.producer import produce_raw
-from meterflow.config import REPO_ROOT
-from meterflow.scenario import ScenarioConfig, generate
+from meterflow.settings import REPO_ROOT
+from meterflow.testing.scenario import ScenarioConfig, generate
 from tests.integration.expected import WINDOWS_SQL, actual_windows, expected_windows
 
 CLUSTER_SCRIPT = REPO_ROOT / "infra" / "flink-cluster.sh"

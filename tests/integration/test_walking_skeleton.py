@@ -7,8 +7,8 @@ from decimal import Decimal
 
 from connectors.clickhouse import connect, read_windows
 from connectors.producer import produce_events
-from meterflow.config import REPO_ROOT
 from meterflow.events import UsageEvent
+from meterflow.settings import REPO_ROOT
 
 METERS = str(REPO_ROOT / "tests" / "integration" / "data" / "skeleton_meters.yaml")
 

@@ -4,10 +4,10 @@ from decimal import Decimal
 
 import pytest
 
+from connectors.webhook import DeliveryError, RetryPolicy, deliver
 from meterflow.alerts import Quota, crossed
-from meterflow.pricing import PriceConfigError, parse_price_book
+from meterflow.price_book import PriceConfigError, parse_price_book
 from meterflow.rating import LineState
-from meterflow.webhook import DeliveryError, RetryPolicy, deliver
 
 D = Decimal
 

@@ -17,7 +17,7 @@ from meterflow.invoicing import (
 from meterflow.meters import parse_meters
 from meterflow.money import currency
 from meterflow.period_usage import StoredEvent, digest_of, period_usage
-from meterflow.pricing import parse_price_book
+from meterflow.price_book import parse_price_book
 from meterflow.subscriptions import Period
 
 

@@ -9,28 +9,30 @@ from hypothesis import strategies as st
 
 from meterflow.meters import DEFAULT_METERS_FILE, load_meters
 from meterflow.money import currency
-from meterflow.pricing import (
+from meterflow.price_book import (
     DEFAULT_PRICES_FILE,
     PRICES_DIR,
+    PriceConfigError,
+    PriceLookupError,
+    load_price_book,
+    parse_price_book,
+)
+from meterflow.pricing import (
     FlatFee,
     FreeUnits,
     Graduated,
     Package,
     Percentage,
     PerUnit,
-    PriceConfigError,
-    PriceLookupError,
     PriceModel,
     PriceModelError,
     Tier,
     Volume,
     charge_amount,
     has_per_event_bounds,
-    load_price_book,
-    parse_price_book,
     true_up,
 )
-from meterflow.scenario import SCENARIO_METERS
+from meterflow.testing.scenario import SCENARIO_METERS
 
 # ------------------------------------------------------------------------------ strategies
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from meterflow.config import REPO_ROOT
+from meterflow.settings import REPO_ROOT
 
 PROM_DIR = REPO_ROOT / "infra" / "prometheus"
 RULES = PROM_DIR / "rules.yml"

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from meterflow.decoding import latest_key
 from meterflow.meters import Aggregation as A
+from meterflow.price_book import parse_price_book
 from meterflow.pricing import (
     FlatFee,
     FreeUnits,
@@ -17,7 +18,6 @@ from meterflow.pricing import (
     Tier,
     Volume,
     charge_amount,
-    parse_price_book,
 )
 from meterflow.rating import (
     FoldedWindow,

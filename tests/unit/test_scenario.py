@@ -1,6 +1,6 @@
 from datetime import UTC, datetime
 
-from meterflow.scenario import MALFORMED_KINDS, ScenarioConfig, generate
+from meterflow.testing.scenario import MALFORMED_KINDS, ScenarioConfig, generate
 
 CFG = ScenarioConfig(
     seed=3, start=datetime(2026, 1, 1, tzinfo=UTC), events=400, allowed_late=3, late=4

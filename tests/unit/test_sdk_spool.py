@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from meterflow.config import REPO_ROOT
 from meterflow.sdk import (
     DeliveryCallback,
     InvalidEvent,
@@ -32,6 +31,7 @@ from meterflow.sdk import (
     UsageClient,
     decode_event,
 )
+from meterflow.settings import REPO_ROOT
 
 
 def payload(i: int) -> bytes:

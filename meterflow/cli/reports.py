@@ -16,54 +16,18 @@ from clickhouse_driver import Client
 
 from connectors import ledger
 from connectors.clickhouse import connect
-from meterflow.config import Settings
 from meterflow.invoicing import USAGE, Line, usage_lines
 from meterflow.meters import Meter
 from meterflow.money import round_amount
 from meterflow.period_usage import LineUsage, period_usage
-from meterflow.pricing import PriceBook
+from meterflow.price_book import PriceBook
 from meterflow.rating import rateable
+from meterflow.settings import Settings
 from meterflow.subscriptions import Period
 
 
 class NotFound(LookupError):
     pass
-
-
-def _sql_str(s: str) -> str:
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def events_query(db: str, customer_id: str, period: Period, meter: Meter) -> str:
-    """SQL listing the events behind a line: the meter's selection, written out in SQL.
-
-    Properties are stored as flat JSON with sorted keys, which visitParam* functions (present
-    in 18.16 and current ClickHouse) read without a JSON parser."""
-    lo, hi = int(period.start.timestamp() * 1000), int(period.end.timestamp() * 1000)
-    where = [
-        f"customer_id = {_sql_str(customer_id)}",
-        f"timestamp_ms >= {lo}",
-        f"timestamp_ms < {hi}",
-        f"event_name = {_sql_str(meter.event_name)}",
-    ]
-    for f in meter.filters:
-        prop = _sql_str(f.property)
-        if f.op == "exists":
-            where.append(f"{'' if f.exists else 'NOT '}visitParamHas(properties, {prop})")
-            continue
-        values = ", ".join(_sql_str(v) for v in sorted(f.values))
-        member = f"visitParamExtractString(properties, {prop}) IN ({values})"
-        if f.op == "in":
-            where.append(f"(visitParamHas(properties, {prop}) AND {member})")
-        else:
-            where.append(f"NOT (visitParamHas(properties, {prop}) AND {member})")
-    cond = " AND ".join(where)
-    cols = "event_id, timestamp_ms, value, properties"
-    return (
-        f"SELECT {cols} FROM (SELECT {cols} FROM {db}.events FINAL WHERE {cond} "
-        f"UNION ALL SELECT {cols} FROM {db}.late_events FINAL WHERE {cond}) "
-        "ORDER BY timestamp_ms, event_id LIMIT 1 BY event_id"
-    )
 
 
 @dataclass(frozen=True)
@@ -112,7 +76,7 @@ def explain(settings: Settings, invoice_id: str, meters: Sequence[Meter]) -> str
         meter = by_id.get(ln.meter)
         if meter is not None and ln.period_start and ln.period_end:
             p = Period(h.subscription_id, h.customer_id, ln.period_start, ln.period_end, -1)
-            out.append(f"    events: {events_query(db, h.customer_id, p, meter)}")
+            out.append(f"    events: {ledger.line_events_sql(db, h.customer_id, p, meter)}")
     out.append("")
     out.append(
         f"subtotal {h.subtotal}  credits {h.credits}  total {h.currency} {h.total}  "

@@ -23,8 +23,8 @@ from typing import Any
 
 import fastavro
 
-from meterflow.config import REPO_ROOT
 from meterflow.events import UsageEvent, schema_text
+from meterflow.settings import REPO_ROOT
 
 # The meters the generated malformed kinds are written against (e.g. a non-numeric `gpus`
 # property is only a dead letter because a meter measures it).

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from meterflow.utc import parse_utc
+
 
 class ItemContext:
     """Where a value comes from: `<file>: <item kind> '<id>': field '<f>': <why>`, or
@@ -30,8 +32,6 @@ def required_name(ctx: ItemContext, fld: str, v: Any) -> str:
 
 
 def required_timestamp(ctx: ItemContext, fld: str, v: Any) -> datetime:
-    from meterflow.subscriptions import parse_utc
-
     if v is None:
         raise ctx.error(fld, "missing")
     try:

@@ -1,6 +1,7 @@
 """Prometheus exporter of the billing ledger in ClickHouse (127.0.0.1 only).
 
-    python -m meterflow.exporter [--port 9464] [--interval 15] [--reconcile-interval 300] [--once]
+    python -m meterflow.cli.exporter [--port 9464] [--interval 15] [--reconcile-interval 300]
+                                     [--once]
 
 The metering job's own counters (events in, dead-lettered, duplicates, late, sink rows and batch
 latency, windows rated) come from Flink's Prometheus reporter; this process adds what only the
@@ -22,7 +23,7 @@ every --reconcile-interval seconds only (and at start):
 Every currency of the price book is exported (0 when nothing was rated or closed in it), with
 every reconciliation status, so alert rules and dashboards see 0 rather than no data.
 Configuration as for the other commands: METERFLOW_DB, CLICKHOUSE_HOST / CLICKHOUSE_PORT;
-the catalog is jobs.close.load_catalog()'s default (schemas/).
+the catalog is meterflow.catalog.load_catalog()'s default (schemas/).
 """
 
 from __future__ import annotations
@@ -44,25 +45,18 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from meterflow.config import Settings
+from connectors.clickhouse import connect
+from connectors.ledger import WRITE_TIME_COLUMNS, last_write_times, rated_amounts_by_currency
+from meterflow.catalog import load_catalog
+from meterflow.cli.reports import reconcile
+from meterflow.settings import Settings
 
 DEFAULT_PORT = int(os.environ.get("METERFLOW_EXPORTER_PORT", "9464"))
 DEFAULT_INTERVAL_S = 15.0
 DEFAULT_RECONCILE_INTERVAL_S = 300.0
 
-# ReconRow.status values (meterflow.billing_commands.reconcile)
+# ReconRow.status values (meterflow.cli.reports.reconcile)
 RECON_STATUSES = ("match", "explained by late events", "close only", "no usage", "UNEXPLAINED")
-# table -> the column that says when a row was written
-WRITE_TIME_COLUMNS = {
-    "events": "ingested_at",
-    "late_events": "ingested_at",
-    "usage_windows": "written_at",
-    "rated_usage": "written_at",
-    "invoices": "closed_at",
-    "invoice_lines": "closed_at",
-    "credit_applications": "applied_at",
-    "alerts": "written_at",
-}
 PARTS = ("catalog", "reconciliation", "rated_amounts", "sink_last_write")
 T = TypeVar("T")
 
@@ -80,17 +74,12 @@ class Snapshot:
 
 
 def _catalog_currencies() -> set[str]:
-    from jobs.close import load_catalog
-
     return {plan.currency.code for plan in load_catalog().book.plans.values()}
 
 
 def _reconciliation(
     settings: Settings,
 ) -> tuple[dict[tuple[str, str], Decimal], dict[tuple[str, str], int]]:
-    from jobs.close import load_catalog
-    from meterflow.billing_commands import reconcile
-
     cat = load_catalog()
     gaps: dict[tuple[str, str], Decimal] = {}
     lines: dict[tuple[str, str], int] = {}
@@ -102,32 +91,11 @@ def _reconciliation(
 
 
 def _rated_amounts(settings: Settings) -> dict[str, Decimal]:
-    from connectors.clickhouse import connect
-
-    db = settings.clickhouse_database
-    rows = connect(settings).execute(
-        f"SELECT currency, sum(amount) FROM {db}.rated_usage FINAL GROUP BY currency"
-    )
-    return {cur: amount for cur, amount in rows}
+    return rated_amounts_by_currency(connect(settings), settings.clickhouse_database)
 
 
 def _last_writes(settings: Settings) -> dict[str, int]:
-    from connectors.clickhouse import connect
-
-    ch, db = connect(settings), settings.clickhouse_database
-    present = {
-        r[0]
-        for r in ch.execute("SELECT name FROM system.tables WHERE database = %(db)s", {"db": db})
-    }
-    if not present:
-        raise LookupError(f"database {db!r} has no tables (run `meterflow init`)")
-    # max() of an empty table is the epoch: 0, "never written"; so is a table not migrated yet
-    return {
-        table: int(ch.execute(f"SELECT toUInt32(max({column})) FROM {db}.{table}")[0][0])
-        if table in present
-        else 0
-        for table, column in WRITE_TIME_COLUMNS.items()
-    }
+    return last_write_times(connect(settings), settings.clickhouse_database)
 
 
 class LedgerCollector(Collector):

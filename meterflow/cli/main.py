@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from meterflow.config import Settings
+from meterflow.settings import Settings
+from meterflow.utc import parse_utc
 
 
 def cmd_init(settings: Settings, _args: argparse.Namespace) -> None:
@@ -56,10 +57,9 @@ def _when(text: str | None, what: str) -> datetime | None:
     if text is None:
         return None
     try:
-        t = datetime.fromisoformat(text)
+        return parse_utc(text)
     except ValueError:
         raise UserError(f"{what}: {text!r} is not a date (YYYY-MM-DD[THH:MM])") from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _dimension_filter(items: list[str]) -> dict[str, str]:
@@ -75,7 +75,7 @@ def _dimension_filter(items: list[str]) -> dict[str, str]:
 def cmd_usage(settings: Settings, args: argparse.Namespace) -> None:
     import csv
 
-    from connectors.clickhouse import connect, read_windows
+    from connectors.clickhouse import connect, has_events, read_windows
     from meterflow.meters import load_meters
 
     start, end = _when(args.start, "--from"), _when(args.end, "--to")
@@ -86,12 +86,7 @@ def cmd_usage(settings: Settings, args: argparse.Namespace) -> None:
         raise UserError(f"unknown meter {args.meter!r} (known: {', '.join(sorted(meters))})")
     ch = connect(settings)
     db = settings.clickhouse_database
-    if (
-        args.customer
-        and not ch.execute(
-            f"SELECT count() FROM {db}.events WHERE customer_id = %(c)s", {"c": args.customer}
-        )[0][0]
-    ):
+    if args.customer and not has_events(ch, db, args.customer):
         raise UserError(f"unknown customer {args.customer!r}: no stored events")
     rows = read_windows(
         ch, db, args.customer, args.meter, start, end, _dimension_filter(args.dimension)
@@ -146,7 +141,7 @@ def cmd_close(_settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _catalog(args: argparse.Namespace):
-    from jobs.close import load_catalog
+    from meterflow.catalog import load_catalog
 
     return load_catalog(args.subscriptions, args.prices, args.meters, args.credits)
 
@@ -154,7 +149,7 @@ def _catalog(args: argparse.Namespace):
 def cmd_invoices(settings: Settings, args: argparse.Namespace) -> None:
     from connectors import ledger
     from connectors.clickhouse import connect
-    from meterflow import billing_commands as bc
+    from meterflow.cli import reports as bc
 
     db = settings.clickhouse_database
     if args.action == "list":
@@ -188,7 +183,7 @@ def cmd_invoices(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> None:
-    from meterflow import billing_commands as bc
+    from meterflow.cli import reports as bc
 
     cat = _catalog(args)
     rows = bc.reconcile(settings, cat.book, cat.meters, args.customer)
@@ -229,26 +224,21 @@ def cmd_credits(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_alerts(settings: Settings, args: argparse.Namespace) -> None:
     if args.action == "list":
+        from connectors.alerts import stored_alerts
         from connectors.clickhouse import connect
 
         db = settings.clickhouse_database
-        where = "WHERE customer_id = %(c)s" if args.customer else ""
-        rows = connect(settings, db).execute(
-            "SELECT customer_id, meter, period_start, threshold_pct, quantity, quota, hard_cap "
-            f"FROM {db}.alerts FINAL {where} ORDER BY customer_id, meter, period_start, "
-            "threshold_pct",
-            {"c": args.customer},
-        )
-        for c, m, ps, pct, q, quota, cap in rows:
-            flag = "  HARD CAP" if cap and pct >= 100 else ""
+        rows = stored_alerts(connect(settings, db), db, args.customer)
+        for a in rows:
+            flag = "  HARD CAP" if a.hard_cap and a.threshold_pct >= 100 else ""
             print(
-                f"{c}  {m}  period {ps:%Y-%m-%d}  {pct}%  "
-                f"{q.normalize():f} of {quota.normalize():f}{flag}"
+                f"{a.customer_id}  {a.meter}  period {a.period_start:%Y-%m-%d}  "
+                f"{a.threshold_pct}%  {a.quantity.normalize():f} of {a.quota.normalize():f}{flag}"
             )
         print(f"{len(rows)} alerts")
         return
     from connectors.alerts import send_alerts
-    from meterflow.webhook import DeliveryError, RetryPolicy, post_json
+    from connectors.webhook import DeliveryError, RetryPolicy, post_json
 
     if not args.url:
         raise UserError("alerts webhook: --url is required")
@@ -268,7 +258,7 @@ def _config_errors() -> tuple[type[Exception], ...]:
     """Mistakes in the definition files: one line naming file, item and field, exit 2."""
     from meterflow.credits import CreditConfigError
     from meterflow.meters import MeterConfigError
-    from meterflow.pricing import PriceConfigError, PriceLookupError
+    from meterflow.price_book import PriceConfigError, PriceLookupError
     from meterflow.subscriptions import SubscriptionConfigError
 
     return (
@@ -281,7 +271,7 @@ def _config_errors() -> tuple[type[Exception], ...]:
 
 
 def _catalog_args(p: argparse.ArgumentParser) -> None:
-    from jobs.close import add_catalog_args
+    from meterflow.cli.args import add_catalog_args
 
     add_catalog_args(p)
 

@@ -1,0 +1,3 @@
+from meterflow.cli.main import main
+
+main()

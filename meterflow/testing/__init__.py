@@ -1,0 +1,1 @@
+"""Seeded traffic for tests and benchmarks: scenario generators with known ground truth."""
