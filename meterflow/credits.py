@@ -19,13 +19,19 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from meterflow.definitions import ItemContext, required_name, required_timestamp
+from meterflow.definitions import (
+    ItemContext,
+    decimal,
+    read_yaml,
+    required_name,
+    required_timestamp,
+    unique_ids,
+    unknown_fields,
+)
 from meterflow.settings import REPO_ROOT
 from meterflow.utc import require_utc
 
@@ -172,35 +178,19 @@ def balances(
 # ---------------------------------------------------------------------------------- loading
 
 
-def _ctx(source: str, grant: str | None = None) -> ItemContext:
-    return ItemContext(source, CreditConfigError, "grant", "credits file", grant)
+def _file_ctx(source: str) -> ItemContext:
+    return ItemContext(source, CreditConfigError, "credits file")
 
 
 _GRANT_KEYS = {"id", "customer_id", "amount", "currency", "effective_at", "expires_at", "priority"}
 
 
-def _amount(ctx: ItemContext, v: Any) -> Decimal:
-    if v is None:
-        raise ctx.error("amount", "missing")
-    # Decimal text only: a YAML float (0.1) would already have lost exactness.
-    if isinstance(v, bool) or not isinstance(v, str | int):
-        raise ctx.error("amount", f'must be a quoted decimal string like "100.00", got {v!r}')
-    try:
-        d = Decimal(str(v).strip())
-    except InvalidOperation:
-        raise ctx.error("amount", f"{v!r} is not a decimal") from None
-    if not d.is_finite() or d <= 0:
-        raise ctx.error("amount", f"must be > 0, got {v!r}")
-    return d
-
-
 def parse_grant(raw: Any, source: str) -> Grant:
     if not isinstance(raw, dict):
-        raise _ctx(source).error("grants", f"each grant must be a mapping, got {raw!r}")
-    ctx = _ctx(source, str(raw.get("id", "?")))
-    unknown = set(raw) - _GRANT_KEYS
-    if unknown:
-        raise ctx.error(sorted(unknown)[0], f"unknown field (allowed: {sorted(_GRANT_KEYS)})")
+        raise _file_ctx(source).error("grants", f"each grant must be a mapping, got {raw!r}")
+    ctx = _file_ctx(source).item("grant", str(raw.get("id", "?")))
+    unknown_fields(ctx, raw, _GRANT_KEYS)
+    # Grant and customer ids are data (`grant-cust-000-welcome`), not names: free-form.
     gid = required_name(ctx, "id", raw.get("id"))
     currency = required_name(ctx, "currency", raw.get("currency"))
     if not _CURRENCY.fullmatch(currency):
@@ -220,7 +210,7 @@ def parse_grant(raw: Any, source: str) -> Grant:
     return Grant(
         id=gid,
         customer_id=required_name(ctx, "customer_id", raw.get("customer_id")),
-        amount=_amount(ctx, raw.get("amount")),
+        amount=decimal(ctx, "amount", raw.get("amount"), positive=True),
         currency=currency,
         effective_at=effective,
         expires_at=expires,
@@ -229,21 +219,13 @@ def parse_grant(raw: Any, source: str) -> Grant:
 
 
 def parse_grants(data: Any, source: str) -> list[Grant]:
+    ctx = _file_ctx(source)
     if not isinstance(data, dict) or not isinstance(data.get("grants"), list):
-        raise _ctx(source).error("grants", "the file must contain `grants: [ ... ]`")
+        raise ctx.error("grants", "the file must contain `grants: [ ... ]`")
     grants = [parse_grant(g, source) for g in data["grants"]]
-    seen: set[str] = set()
-    for g in grants:
-        if g.id in seen:
-            raise _ctx(source, g.id).error("id", "defined twice")
-        seen.add(g.id)
+    unique_ids(ctx, "grant", (g.id for g in grants))
     return grants
 
 
 def load_grants(path: Path | str = DEFAULT_CREDITS_FILE) -> list[Grant]:
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise CreditConfigError(f"{p}: not valid YAML: {exc}") from None
-    return parse_grants(data, str(p))
+    return parse_grants(read_yaml(path, CreditConfigError), str(Path(path)))

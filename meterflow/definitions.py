@@ -1,37 +1,154 @@
-"""Reading fields of definition files (YAML) with errors that name file, item and field."""
+"""Reading definition files (meters, price books, subscriptions, credits): the one set of field
+readers, with errors that name file, item and field on one line:
+
+    FILE: meter 'm': field 'group_by[0]': why
+    FILE: plan 'x' version 2: charge 'calls': field 'tiers[0].up_to': why
+    FILE: meters file: field 'meters': why          (the file as a whole)
+
+Numbers: one policy for every file. A decimal field takes a quoted decimal string ("0.002") or
+a YAML integer (1000000); a bare YAML float (0.002) is refused. YAML turns 0.002 into a binary
+float before a loader sees it, and reading it back with str() only recovers the written digits
+for short literals: 12345678901234567.89 comes back as 1.2345678901234568e+16, a different
+price, with no error. Refusing floats makes the author write the exact number, at the cost of
+quotes the shipped files already used as their house style.
+
+Names that reach generated SQL (meter and plan ids, property names) must match the patterns of
+meterflow.identifiers; see `identifier`.
+
+Times: `meterflow.utc.parse_utc` is the one parser (naive means UTC).
+
+This module imports no loader module, so that all four can import it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from meterflow.identifiers import IdentifierKind, shown
 from meterflow.utc import parse_utc
 
 
+@dataclass(frozen=True)
 class ItemContext:
-    """Where a value comes from: `<file>: <item kind> '<id>': field '<f>': <why>`, or
-    `<file>: <file word>: ...` for problems of the file as a whole."""
+    """Where a value comes from: the file, then the items around it, outermost first.
 
-    def __init__(
-        self, source: str, error: type[ValueError], kind: str, file_word: str, item: str | None
-    ) -> None:
-        self.source, self.error_type = source, error
-        self.kind, self.file_word, self.item = kind, file_word, item
+    `file_word` names the file as a whole in errors outside any item ("meters file"); without
+    it such errors name the file only.
+    """
 
-    def error(self, fld: str, msg: str) -> ValueError:
-        who = f"{self.kind} {self.item!r}" if self.item else self.file_word
-        return self.error_type(f"{self.source}: {who}: field {fld!r}: {msg}")
+    source: str
+    error_type: type[ValueError]
+    file_word: str | None = None
+    where: tuple[str, ...] = ()
+
+    def item(self, kind: str, name: str) -> ItemContext:
+        """Inside item `name` of `kind`: `meter 'm'`, `charge 'calls'`."""
+        return replace(self, where=(*self.where, f"{kind} {name!r}"))
+
+    def detail(self, word: str, value: object) -> ItemContext:
+        """The innermost item, qualified: `plan 'x'` becomes `plan 'x' version 2`."""
+        *outer, last = self.where
+        return replace(self, where=(*outer, f"{last} {word} {value}"))
+
+    def error(self, fld: str, why: str) -> ValueError:
+        who = self.where or ((self.file_word,) if self.file_word else ())
+        return self.error_type(": ".join([self.source, *who, f"field {fld!r}", why]))
+
+
+def read_yaml(path: Path | str, error_type: type[ValueError]) -> Any:
+    p = Path(path)
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise error_type(f"{p}: not valid YAML: {exc}") from None
+
+
+def unknown_fields(
+    ctx: ItemContext, raw: Mapping[Any, Any], allowed: Iterable[str], what: str | None = None
+) -> None:
+    """Refuses keys outside `allowed`, naming the first in sorted order (a typo is usually one)."""
+    allowed = set(allowed)
+    unknown = sorted(str(k) for k in raw if k not in allowed)
+    if unknown:
+        kind = f"unknown {what} field" if what else "unknown field"
+        raise ctx.error(unknown[0], f"{kind} (allowed: {sorted(allowed)})")
+
+
+def unique_ids(ctx: ItemContext, kind: str, ids: Iterable[str]) -> None:
+    """Refuses an id defined twice; `ctx` is the file's context."""
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise ctx.item(kind, i).error("id", "defined twice")
+        seen.add(i)
 
 
 def required_name(ctx: ItemContext, fld: str, v: Any) -> str:
+    """A non-empty free-form string (customer ids, event names)."""
     if v is None:
         raise ctx.error(fld, "missing")
     if not isinstance(v, str) or not v.strip():
-        raise ctx.error(fld, f"must be a non-empty string, got {v!r}")
+        raise ctx.error(fld, f"must be a non-empty string, got {shown(v)}")
+    return v
+
+
+def identifier(ctx: ItemContext, fld: str, v: Any, kind: IdentifierKind) -> str:
+    """A name that reaches generated SQL: a non-empty string matching `kind`'s pattern."""
+    name = required_name(ctx, fld, v)
+    problem = kind.problem(name)
+    if problem is not None:
+        raise ctx.error(fld, problem)
+    return name
+
+
+def decimal(ctx: ItemContext, fld: str, v: Any, *, positive: bool = False) -> Decimal:
+    """A finite decimal from a quoted string or an integer (see the module docstring for why a
+    bare float is refused); with `positive`, one > 0."""
+    if v is None:
+        raise ctx.error(fld, "missing")
+    if isinstance(v, float):
+        why = f'must be a quoted decimal string like "1.5" or an integer, not the YAML float {v!r}'
+        raise ctx.error(fld, why)
+    if isinstance(v, bool) or not isinstance(v, str | int | Decimal):
+        raise ctx.error(fld, f'must be a quoted decimal string like "1.5" or an integer, got {v!r}')
+    try:
+        d = Decimal(v.strip() if isinstance(v, str) else v)
+    except InvalidOperation:
+        raise ctx.error(fld, f"{shown(v)} is not a decimal") from None
+    if positive and not (d.is_finite() and d > 0):
+        raise ctx.error(fld, f"must be > 0, got {shown(v)}")
+    if not d.is_finite():
+        raise ctx.error(fld, f"{shown(v)} is not finite")
+    return d
+
+
+def optional_decimal(ctx: ItemContext, raw: Mapping[str, Any], fld: str) -> Decimal | None:
+    """`raw[fld]` as a decimal; None when absent or null."""
+    return None if raw.get(fld) is None else decimal(ctx, fld, raw[fld])
+
+
+def positive_int(ctx: ItemContext, fld: str, v: Any) -> int:
+    # bool is an int in Python, but `version: true` is a mistake, not 1.
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ctx.error(fld, f"must be an integer >= 1, got {shown(v)}")
+    return v
+
+
+def boolean(ctx: ItemContext, fld: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ctx.error(fld, "must be true or false")
     return v
 
 
 def required_timestamp(ctx: ItemContext, fld: str, v: Any) -> datetime:
+    """A UTC instant from a YAML timestamp, a date (midnight UTC) or ISO-8601 text."""
     if v is None:
         raise ctx.error(fld, "missing")
     try:

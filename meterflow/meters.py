@@ -13,9 +13,19 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from meterflow.definitions import (
+    ItemContext,
+    boolean,
+    decimal,
+    identifier,
+    positive_int,
+    read_yaml,
+    required_name,
+    unique_ids,
+    unknown_fields,
+)
 from meterflow.events import WIDE
+from meterflow.identifiers import NAME, PROPERTY
 from meterflow.settings import REPO_ROOT
 
 DEFAULT_METERS_FILE = REPO_ROOT / "schemas" / "meters" / "default.yaml"
@@ -171,13 +181,8 @@ def check_finite(q: Decimal, where: str) -> None:
 # ---------------------------------------------------------------------------------- loading
 
 
-class _Ctx:
-    def __init__(self, source: str, meter: str | None = None) -> None:
-        self.source, self.meter = source, meter
-
-    def error(self, fld: str, msg: str) -> MeterConfigError:
-        who = f"meter {self.meter!r}" if self.meter else "meters file"
-        return MeterConfigError(f"{self.source}: {who}: field {fld!r}: {msg}")
+def _file_ctx(source: str) -> ItemContext:
+    return ItemContext(source, MeterConfigError, "meters file")
 
 
 _METER_KEYS = {
@@ -193,26 +198,7 @@ _METER_KEYS = {
 }
 
 
-def _name(ctx: _Ctx, fld: str, v: Any) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise ctx.error(fld, f"must be a non-empty string, got {v!r}")
-    return v
-
-
-def _decimal(ctx: _Ctx, fld: str, v: Any) -> Decimal:
-    # Decimal text only: a YAML float (1.1) would already have lost exactness.
-    if isinstance(v, bool) or not isinstance(v, str | int):
-        raise ctx.error(fld, f'must be a quoted decimal string like "1.5", got {v!r}')
-    try:
-        d = Decimal(str(v))
-    except InvalidOperation:
-        raise ctx.error(fld, f"{v!r} is not a decimal") from None
-    if not d.is_finite():
-        raise ctx.error(fld, f"{v!r} is not finite")
-    return d
-
-
-def _quantity(ctx: _Ctx, raw: Any) -> QuantitySpec:
+def _quantity(ctx: ItemContext, raw: Any) -> QuantitySpec:
     if not isinstance(raw, dict):
         raise ctx.error("quantity", "must be a mapping")
     unknown = set(raw) - {"from", "property", "allow_negative", "multiply_by"}
@@ -223,12 +209,10 @@ def _quantity(ctx: _Ctx, raw: Any) -> QuantitySpec:
         raise ctx.error("quantity.from", f"must be 'value' or 'property', got {src!r}")
     prop = raw.get("property")
     if src == "property":
-        prop = _name(ctx, "quantity.property", prop)
+        prop = identifier(ctx, "quantity.property", prop, PROPERTY)
     elif prop is not None:
         raise ctx.error("quantity.property", "only with from: property")
-    allow_negative = raw.get("allow_negative", False)
-    if not isinstance(allow_negative, bool):
-        raise ctx.error("quantity.allow_negative", "must be true or false")
+    allow_negative = boolean(ctx, "quantity.allow_negative", raw.get("allow_negative", False))
     mult = None
     if "multiply_by" in raw:
         m = raw["multiply_by"]
@@ -240,13 +224,13 @@ def _quantity(ctx: _Ctx, raw: Any) -> QuantitySpec:
         if not isinstance(table, dict) or not table:
             raise ctx.error("quantity.multiply_by.table", "must be a non-empty mapping")
         mult = Multiplier(
-            property=_name(ctx, "quantity.multiply_by.property", m.get("property")),
+            property=identifier(ctx, "quantity.multiply_by.property", m.get("property"), PROPERTY),
+            # keys are property values, data rather than names: any text
             table={
-                str(k): _decimal(ctx, f"quantity.multiply_by.table.{k}", v)
-                for k, v in table.items()
+                str(k): decimal(ctx, f"quantity.multiply_by.table.{k}", v) for k, v in table.items()
             },
             default=(
-                _decimal(ctx, "quantity.multiply_by.default", m["default"])
+                decimal(ctx, "quantity.multiply_by.default", m["default"])
                 if "default" in m
                 else None
             ),
@@ -254,14 +238,15 @@ def _quantity(ctx: _Ctx, raw: Any) -> QuantitySpec:
     return QuantitySpec(src, prop, allow_negative, mult)
 
 
-def _filters(ctx: _Ctx, raw: Any) -> tuple[PropertyFilter, ...]:
+def _filters(ctx: ItemContext, raw: Any) -> tuple[PropertyFilter, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, dict):
         raise ctx.error("filters", "must map property names to conditions")
     out = []
-    for prop, cond in raw.items():
-        fld = f"filters.{prop}"
+    for key, cond in raw.items():
+        fld = f"filters.{key}"
+        prop = identifier(ctx, fld, key, PROPERTY)
         if not isinstance(cond, dict) or len(cond) != 1:
             raise ctx.error(
                 fld, "must be exactly one of {in: [...]}, {not_in: [...]}, {exists: bool}"
@@ -270,27 +255,30 @@ def _filters(ctx: _Ctx, raw: Any) -> tuple[PropertyFilter, ...]:
         if op in ("in", "not_in"):
             if not isinstance(arg, list) or not arg:
                 raise ctx.error(f"{fld}.{op}", "must be a non-empty list")
-            out.append(PropertyFilter(str(prop), op, frozenset(str(a) for a in arg)))
+            out.append(PropertyFilter(prop, op, frozenset(str(a) for a in arg)))
         elif op == "exists":
-            if not isinstance(arg, bool):
-                raise ctx.error(f"{fld}.exists", "must be true or false")
-            out.append(PropertyFilter(str(prop), "exists", exists=arg))
+            out.append(PropertyFilter(prop, "exists", exists=boolean(ctx, f"{fld}.exists", arg)))
         else:
             raise ctx.error(fld, f"unknown condition {op!r} (in, not_in, exists)")
     return tuple(out)
 
 
+def _group_by(ctx: ItemContext, raw: Any) -> tuple[str, ...]:
+    group_by = raw or []
+    if not isinstance(group_by, list) or not all(isinstance(g, str) and g for g in group_by):
+        raise ctx.error("group_by", "must be a list of property names")
+    if len(set(group_by)) != len(group_by):
+        raise ctx.error("group_by", "lists a property twice")
+    return tuple(identifier(ctx, f"group_by[{i}]", g, PROPERTY) for i, g in enumerate(group_by))
+
+
 def parse_meter(raw: Any, source: str) -> Meter:
     if not isinstance(raw, dict):
-        raise _Ctx(source).error("meters", f"each meter must be a mapping, got {raw!r}")
-    ctx = _Ctx(source, str(raw.get("id", "?")))
-    unknown = set(raw) - _METER_KEYS
-    if unknown:
-        raise ctx.error(sorted(unknown)[0], f"unknown field (allowed: {sorted(_METER_KEYS)})")
-    mid = _name(ctx, "id", raw.get("id"))
-    version = raw.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ctx.error("version", f"must be an integer >= 1, got {version!r}")
+        raise _file_ctx(source).error("meters", f"each meter must be a mapping, got {raw!r}")
+    ctx = _file_ctx(source).item("meter", str(raw.get("id", "?")))
+    unknown_fields(ctx, raw, _METER_KEYS)
+    mid = identifier(ctx, "id", raw.get("id"), NAME)
+    version = positive_int(ctx, "version", raw.get("version"))
     try:
         agg = Aggregation(str(raw.get("aggregation", "")).upper())
     except ValueError:
@@ -309,46 +297,34 @@ def parse_meter(raw: Any, source: str) -> Meter:
         raise ctx.error("quantity", f"not used by {agg.value}; remove it")
     unique = raw.get("unique_property")
     if agg is Aggregation.UNIQUE_COUNT:
-        unique = _name(ctx, "unique_property", unique)
+        unique = identifier(ctx, "unique_property", unique, PROPERTY)
     elif unique is not None:
         raise ctx.error("unique_property", "only for UNIQUE_COUNT")
-    group_by = raw.get("group_by") or []
-    if not isinstance(group_by, list) or not all(isinstance(g, str) and g for g in group_by):
-        raise ctx.error("group_by", "must be a list of property names")
-    if len(set(group_by)) != len(group_by):
-        raise ctx.error("group_by", "lists a property twice")
     return Meter(
         id=mid,
         version=version,
-        event_name=_name(ctx, "event_name", raw.get("event_name")),
+        # matched against events as data, never spliced into SQL unescaped: free-form
+        event_name=required_name(ctx, "event_name", raw.get("event_name")),
         aggregation=agg,
         window=window,
         quantity=quantity,
         unique_property=unique,
         filters=_filters(ctx, raw.get("filters")),
-        group_by=tuple(group_by),
+        group_by=_group_by(ctx, raw.get("group_by")),
         source=source,
     )
 
 
 def parse_meters(data: Any, source: str) -> list[Meter]:
+    ctx = _file_ctx(source)
     if not isinstance(data, dict) or not isinstance(data.get("meters"), list):
-        raise _Ctx(source).error("meters", "the file must contain `meters: [ ... ]`")
+        raise ctx.error("meters", "the file must contain `meters: [ ... ]`")
     meters = [parse_meter(m, source) for m in data["meters"]]
-    seen: set[str] = set()
-    for m in meters:
-        if m.id in seen:
-            raise _Ctx(source, m.id).error("id", "defined twice")
-        seen.add(m.id)
+    unique_ids(ctx, "meter", (m.id for m in meters))
     if not meters:
-        raise _Ctx(source).error("meters", "no meters defined")
+        raise ctx.error("meters", "no meters defined")
     return meters
 
 
 def load_meters(path: Path | str = DEFAULT_METERS_FILE) -> list[Meter]:
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise MeterConfigError(f"{p}: not valid YAML: {exc}") from None
-    return parse_meters(data, str(p))
+    return parse_meters(read_yaml(path, MeterConfigError), str(Path(path)))

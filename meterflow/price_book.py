@@ -4,16 +4,27 @@ meter and optional quotas; the loader names file, plan, version, charge and fiel
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from meterflow.alerts import Quota
+from meterflow.definitions import (
+    ItemContext,
+    boolean,
+    decimal,
+    identifier,
+    optional_decimal,
+    positive_int,
+    read_yaml,
+    required_timestamp,
+    unique_ids,
+    unknown_fields,
+)
+from meterflow.identifiers import NAME
 from meterflow.money import Currency, currency, round_amount
 from meterflow.pricing import (
     ZERO,
@@ -108,70 +119,7 @@ class PriceBook:
 # ----------------------------------------------------------------------------------- loading
 
 
-@dataclass(frozen=True)
-class _Ctx:
-    source: str
-    plan: str | None = None
-    version: str | None = None
-    charge: str | None = None
-
-    def at(self, **where: str) -> _Ctx:
-        return replace(self, **where)
-
-    def error(self, fld: str, why: str) -> PriceConfigError:
-        parts = [self.source]
-        if self.plan is not None:
-            version = f" version {self.version}" if self.version is not None else ""
-            parts.append(f"plan {self.plan!r}{version}")
-        if self.charge is not None:
-            parts.append(f"charge {self.charge!r}")
-        return PriceConfigError(": ".join([*parts, f"field {fld!r}", why]))
-
-
-def _unknown_fields(ctx: _Ctx, raw: Mapping[Any, Any], allowed: set[str], what: str) -> None:
-    unknown = sorted(str(k) for k in set(raw) - allowed)
-    if unknown:
-        raise ctx.error(unknown[0], f"unknown {what} field (allowed: {sorted(allowed)})")
-
-
-def _name(ctx: _Ctx, fld: str, v: Any) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise ctx.error(fld, f"must be a non-empty string, got {v!r}")
-    return v
-
-
-def _decimal(ctx: _Ctx, fld: str, v: Any) -> Decimal:
-    # str() first: a YAML float 0.1 becomes Decimal("0.1"), not the binary 0.1000000000000000055.
-    if isinstance(v, bool) or not isinstance(v, str | int | float | Decimal):
-        raise ctx.error(fld, f'must be a number or a decimal string like "1.5", got {v!r}')
-    try:
-        d = Decimal(str(v))
-    except InvalidOperation:
-        raise ctx.error(fld, f"{v!r} is not a decimal") from None
-    if not d.is_finite():
-        raise ctx.error(fld, f"{v!r} is not finite")
-    return d
-
-
-def _opt_decimal(ctx: _Ctx, raw: Mapping[str, Any], fld: str) -> Decimal | None:
-    return None if raw.get(fld) is None else _decimal(ctx, fld, raw[fld])
-
-
-def _instant(ctx: _Ctx, fld: str, v: Any) -> datetime:
-    if isinstance(v, str):
-        try:
-            v = datetime.fromisoformat(v.strip())
-        except ValueError:
-            raise ctx.error(fld, f"{v!r} is not an ISO date or datetime") from None
-    if isinstance(v, datetime):
-        # YAML timestamps without an offset are UTC (YAML 1.1 timestamp type).
-        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
-    if isinstance(v, date):
-        return datetime.combine(v, time(), UTC)
-    raise ctx.error(fld, f"must be a date like 2026-01-01 or a datetime, got {v!r}")
-
-
-def _tiers(ctx: _Ctx, raw: Any) -> list[Tier]:
+def _tiers(ctx: ItemContext, raw: Any) -> list[Tier]:
     if not isinstance(raw, list) or not raw:
         raise ctx.error("tiers", "must be a non-empty list of {up_to, unit_price, flat_fee}")
     tiers = []
@@ -184,25 +132,25 @@ def _tiers(ctx: _Ctx, raw: Any) -> list[Tier]:
             raise ctx.error(f"{fld}.{extra[0]}", "unknown tier field (up_to, unit_price, flat_fee)")
         if "unit_price" not in t:
             raise ctx.error(f"{fld}.unit_price", "required")
-        up_to = None if t.get("up_to") is None else _decimal(ctx, f"{fld}.up_to", t["up_to"])
+        up_to = None if t.get("up_to") is None else decimal(ctx, f"{fld}.up_to", t["up_to"])
         tiers.append(
             Tier(
                 up_to=up_to,
-                unit_price=_decimal(ctx, f"{fld}.unit_price", t["unit_price"]),
-                flat_fee=_decimal(ctx, f"{fld}.flat_fee", t.get("flat_fee", 0)),
+                unit_price=decimal(ctx, f"{fld}.unit_price", t["unit_price"]),
+                flat_fee=decimal(ctx, f"{fld}.flat_fee", t.get("flat_fee", 0)),
             )
         )
     return tiers
 
 
-_Builder = Callable[[_Ctx, Mapping[str, Any]], PriceModel]
+_Builder = Callable[[ItemContext, Mapping[str, Any]], PriceModel]
 
 # model name -> (required fields, optional fields, builder)
 _MODELS: dict[str, tuple[set[str], set[str], _Builder]] = {
     "per_unit": (
         {"unit_price"},
         set(),
-        lambda c, r: PerUnit(_decimal(c, "unit_price", r["unit_price"])),
+        lambda c, r: PerUnit(decimal(c, "unit_price", r["unit_price"])),
     ),
     "graduated": ({"tiers"}, set(), lambda c, r: Graduated(_tiers(c, r["tiers"]))),
     "volume": ({"tiers"}, set(), lambda c, r: Volume(_tiers(c, r["tiers"]))),
@@ -210,32 +158,32 @@ _MODELS: dict[str, tuple[set[str], set[str], _Builder]] = {
         {"package_size", "package_price"},
         set(),
         lambda c, r: Package(
-            _decimal(c, "package_size", r["package_size"]),
-            _decimal(c, "package_price", r["package_price"]),
+            decimal(c, "package_size", r["package_size"]),
+            decimal(c, "package_price", r["package_price"]),
         ),
     ),
     "flat_fee": (
         {"fee"},
         {"included_units", "overage_unit_price"},
         lambda c, r: FlatFee(
-            _decimal(c, "fee", r["fee"]),
-            _opt_decimal(c, r, "included_units") or ZERO,
-            _opt_decimal(c, r, "overage_unit_price") or ZERO,
+            decimal(c, "fee", r["fee"]),
+            optional_decimal(c, r, "included_units") or ZERO,
+            optional_decimal(c, r, "overage_unit_price") or ZERO,
         ),
     ),
     "percentage": (
         {"rate"},
         {"per_event_min", "per_event_max"},
         lambda c, r: Percentage(
-            _decimal(c, "rate", r["rate"]),
-            _opt_decimal(c, r, "per_event_min"),
-            _opt_decimal(c, r, "per_event_max"),
+            decimal(c, "rate", r["rate"]),
+            optional_decimal(c, r, "per_event_min"),
+            optional_decimal(c, r, "per_event_max"),
         ),
     ),
 }
 
 
-def _charge(ctx: _Ctx, raw: Any) -> PriceModel:
+def _charge(ctx: ItemContext, raw: Any) -> PriceModel:
     if not isinstance(raw, dict):
         raise ctx.error("model", f"a charge must be a mapping with a model, got {raw!r}")
     name = raw.get("model")
@@ -251,26 +199,22 @@ def _charge(ctx: _Ctx, raw: Any) -> PriceModel:
         raise ctx.error(extra[0], f"not a field of model {name!r} (allowed: {sorted(allowed)})")
     try:
         model = build(ctx, raw)
-        free = _opt_decimal(ctx, raw, "free_units")
+        free = optional_decimal(ctx, raw, "free_units")
         return model if free is None else FreeUnits(free, model)
     except PriceModelError as exc:
         raise ctx.error(exc.field, exc.reason) from None
 
 
-def _version(ctx: _Ctx, raw: Any, cur: Currency) -> PlanVersion:
+def _version(ctx: ItemContext, raw: Any, cur: Currency) -> PlanVersion:
     if not isinstance(raw, dict):
         raise ctx.error("versions", f"each version must be a mapping, got {raw!r}")
-    ctx = ctx.at(version=str(raw.get("version", "?")))
-    _unknown_fields(
+    ctx = ctx.detail("version", raw.get("version", "?"))
+    unknown_fields(
         ctx, raw, {"version", "effective_from", "minimum", "charges", "quotas"}, "version"
     )
-    n = raw.get("version")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ctx.error("version", f"must be an integer >= 1, got {n!r}")
-    if "effective_from" not in raw:
-        raise ctx.error("effective_from", "required")
-    effective_from = _instant(ctx, "effective_from", raw["effective_from"])
-    minimum = _opt_decimal(ctx, raw, "minimum")
+    n = positive_int(ctx, "version", raw.get("version"))
+    effective_from = required_timestamp(ctx, "effective_from", raw.get("effective_from"))
+    minimum = optional_decimal(ctx, raw, "minimum")
     if minimum is not None:
         if minimum < 0:
             raise ctx.error("minimum", f"must be >= 0, got {plain(minimum)}")
@@ -285,13 +229,13 @@ def _version(ctx: _Ctx, raw: Any, cur: Currency) -> PlanVersion:
         raise ctx.error("charges", "must map meter ids to charges, at least one")
     out: dict[str, Charge] = {}
     for meter, spec in charges.items():
-        meter_id = _name(ctx, "charges", meter)
-        model = _charge(ctx.at(charge=meter_id), spec)
+        meter_id = identifier(ctx, "charges", meter, NAME)
+        model = _charge(ctx.item("charge", meter_id), spec)
         out[meter_id] = Charge(meter_id, model, dict(spec))
     return PlanVersion(n, effective_from, minimum, MappingProxyType(out), _quotas(ctx, raw, out))
 
 
-def _quotas(ctx: _Ctx, raw: Mapping[str, Any], charges: Mapping[str, Charge]) -> Mapping:
+def _quotas(ctx: ItemContext, raw: Mapping[str, Any], charges: Mapping[str, Charge]) -> Mapping:
     quotas = raw.get("quotas") or {}
     if not isinstance(quotas, dict):
         raise ctx.error("quotas", "must map meter ids to {limit, hard_cap}")
@@ -303,22 +247,19 @@ def _quotas(ctx: _Ctx, raw: Mapping[str, Any], charges: Mapping[str, Charge]) ->
             raise ctx.error(fld, "a quota needs a charge for the same meter")
         if not isinstance(spec, dict) or "limit" not in spec or set(spec) - {"limit", "hard_cap"}:
             raise ctx.error(fld, "must be {limit: N, hard_cap: true|false}")
-        limit = _decimal(ctx, f"{fld}.limit", spec["limit"])
+        limit = decimal(ctx, f"{fld}.limit", spec["limit"])
         if limit <= 0:
             raise ctx.error(f"{fld}.limit", f"must be > 0, got {plain(limit)}")
-        hard_cap = spec.get("hard_cap", False)
-        if not isinstance(hard_cap, bool):
-            raise ctx.error(f"{fld}.hard_cap", "must be true or false")
-        out[meter] = Quota(limit, hard_cap)
+        out[meter] = Quota(limit, boolean(ctx, f"{fld}.hard_cap", spec.get("hard_cap", False)))
     return MappingProxyType(out)
 
 
-def _plan(ctx: _Ctx, raw: Any) -> Plan:
+def _plan(ctx: ItemContext, raw: Any) -> Plan:
     if not isinstance(raw, dict):
         raise ctx.error("plans", f"each plan must be a mapping, got {raw!r}")
-    ctx = ctx.at(plan=str(raw.get("id", "?")))
-    _unknown_fields(ctx, raw, {"id", "currency", "versions"}, "plan")
-    plan_id = _name(ctx, "id", raw.get("id"))
+    ctx = ctx.item("plan", str(raw.get("id", "?")))
+    unknown_fields(ctx, raw, {"id", "currency", "versions"}, "plan")
+    plan_id = identifier(ctx, "id", raw.get("id"), NAME)
     code = raw.get("currency")
     if not isinstance(code, str):
         raise ctx.error("currency", f"must be an ISO 4217 code like USD, got {code!r}")
@@ -333,11 +274,11 @@ def _plan(ctx: _Ctx, raw: Any) -> Plan:
     for rv in raw_versions:
         v = _version(ctx, rv, cur)
         if versions and v.version <= versions[-1].version:
-            raise ctx.at(version=str(v.version)).error(
+            raise ctx.detail("version", v.version).error(
                 "version", f"must be greater than the previous version {versions[-1].version}"
             )
         if versions and v.effective_from <= versions[-1].effective_from:
-            raise ctx.at(version=str(v.version)).error(
+            raise ctx.detail("version", v.version).error(
                 "effective_from",
                 f"{v.effective_from.isoformat()} must be later than version "
                 f"{versions[-1].version}'s {versions[-1].effective_from.isoformat()}",
@@ -347,25 +288,17 @@ def _plan(ctx: _Ctx, raw: Any) -> Plan:
 
 
 def parse_price_book(data: Any, source: str) -> PriceBook:
-    ctx = _Ctx(source)
+    ctx = ItemContext(source, PriceConfigError)
     if not isinstance(data, dict) or not isinstance(data.get("plans"), list):
         raise ctx.error("plans", "the file must contain `plans: [ ... ]`")
-    _unknown_fields(ctx, data, {"plans"}, "top-level")
-    plans: dict[str, Plan] = {}
-    for raw in data["plans"]:
-        plan = _plan(ctx, raw)
-        if plan.id in plans:
-            raise ctx.at(plan=plan.id).error("id", "defined twice")
-        plans[plan.id] = plan
+    unknown_fields(ctx, data, {"plans"}, "top-level")
+    parsed = [_plan(ctx, raw) for raw in data["plans"]]
+    unique_ids(ctx, "plan", (p.id for p in parsed))
+    plans = {p.id: p for p in parsed}
     if not plans:
         raise ctx.error("plans", "no plans defined")
     return PriceBook(MappingProxyType(plans), source)
 
 
 def load_price_book(path: Path | str = DEFAULT_PRICES_FILE) -> PriceBook:
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise PriceConfigError(f"{p}: not valid YAML: {exc}") from None
-    return parse_price_book(data, str(p))
+    return parse_price_book(read_yaml(path, PriceConfigError), str(Path(path)))

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meterflow.identifiers import NAME, TOPIC
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,6 +33,17 @@ class Settings:
         default_factory=lambda: _env("METERFLOW_EVENTS_TOPIC", "usage-events")
     )
     topic_partitions: int = field(default_factory=lambda: int(_env("METERFLOW_PARTITIONS", "2")))
+
+    def __post_init__(self) -> None:
+        # Both are spliced into generated SQL and Flink table options (see meterflow.identifiers);
+        # the error names the variable because that is where a bad value usually comes from.
+        for var, value, kind in (
+            ("METERFLOW_DB", self.clickhouse_database, NAME),
+            ("METERFLOW_EVENTS_TOPIC", self.events_topic, TOPIC),
+        ):
+            problem = kind.problem(value) if isinstance(value, str) else f"got {value!r}"
+            if problem is not None:
+                raise ValueError(f"{var}: {problem}")
 
     @property
     def dlq_topic(self) -> str:

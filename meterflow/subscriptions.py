@@ -33,9 +33,16 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from meterflow.definitions import ItemContext, required_name, required_timestamp
+from meterflow.definitions import (
+    ItemContext,
+    identifier,
+    read_yaml,
+    required_name,
+    required_timestamp,
+    unique_ids,
+    unknown_fields,
+)
+from meterflow.identifiers import NAME
 from meterflow.settings import REPO_ROOT
 from meterflow.utc import require_utc
 
@@ -221,8 +228,8 @@ def _overlap(group: list[Subscription]) -> tuple[Subscription, Subscription] | N
 # ---------------------------------------------------------------------------------- loading
 
 
-def _ctx(source: str, sub: str | None = None) -> ItemContext:
-    return ItemContext(source, SubscriptionConfigError, "subscription", "subscriptions file", sub)
+def _file_ctx(source: str) -> ItemContext:
+    return ItemContext(source, SubscriptionConfigError, "subscriptions file")
 
 
 _SUB_KEYS = {
@@ -250,17 +257,16 @@ def _plan_changes(ctx: ItemContext, raw: Any, start: datetime) -> tuple[PlanChan
         at = required_timestamp(ctx, f"{fld}.requested_at", item["requested_at"])
         if at < start:
             raise ctx.error(f"{fld}.requested_at", f"{at.isoformat()} is before start")
-        out.append(PlanChange(required_name(ctx, f"{fld}.plan", item["plan"]), at))
+        out.append(PlanChange(identifier(ctx, f"{fld}.plan", item["plan"], NAME), at))
     return tuple(out)
 
 
 def parse_subscription(raw: Any, source: str) -> Subscription:
     if not isinstance(raw, dict):
-        raise _ctx(source).error("subscriptions", f"each entry must be a mapping, got {raw!r}")
-    ctx = _ctx(source, str(raw.get("id", "?")))
-    unknown = set(raw) - _SUB_KEYS
-    if unknown:
-        raise ctx.error(sorted(unknown)[0], f"unknown field (allowed: {sorted(_SUB_KEYS)})")
+        raise _file_ctx(source).error("subscriptions", f"each entry must be a mapping, got {raw!r}")
+    ctx = _file_ctx(source).item("subscription", str(raw.get("id", "?")))
+    unknown_fields(ctx, raw, _SUB_KEYS)
+    # Subscription and customer ids are data (`sub-cust-042`), not names: free-form.
     sid = required_name(ctx, "id", raw.get("id"))
     try:
         anchor = Anchor(str(raw.get("anchor", "calendar")).lower())
@@ -280,7 +286,7 @@ def parse_subscription(raw: Any, source: str) -> Subscription:
     return Subscription(
         id=sid,
         customer_id=required_name(ctx, "customer_id", raw.get("customer_id")),
-        plan=required_name(ctx, "plan", raw.get("plan")),
+        plan=identifier(ctx, "plan", raw.get("plan"), NAME),
         start=start,
         anchor=anchor,
         period_months=months,
@@ -290,28 +296,20 @@ def parse_subscription(raw: Any, source: str) -> Subscription:
 
 
 def parse_subscriptions(data: Any, source: str) -> list[Subscription]:
+    ctx = _file_ctx(source)
     if not isinstance(data, dict) or not isinstance(data.get("subscriptions"), list):
-        raise _ctx(source).error("subscriptions", "the file must contain `subscriptions: [ ... ]`")
+        raise ctx.error("subscriptions", "the file must contain `subscriptions: [ ... ]`")
     subs = [parse_subscription(s, source) for s in data["subscriptions"]]
-    seen: set[str] = set()
-    for s in subs:
-        if s.id in seen:
-            raise _ctx(source, s.id).error("id", "defined twice")
-        seen.add(s.id)
+    unique_ids(ctx, "subscription", (s.id for s in subs))
     for customer, group in subscriptions_by_customer(subs).items():
         clash = _overlap(group)
         if clash:
             prev, nxt = clash
-            raise _ctx(source, nxt.id).error(
+            raise ctx.item("subscription", nxt.id).error(
                 "start", f"overlaps subscription {prev.id!r} of customer {customer!r}"
             )
     return subs
 
 
 def load_subscriptions(path: Path | str = DEFAULT_SUBSCRIPTIONS_FILE) -> list[Subscription]:
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise SubscriptionConfigError(f"{p}: not valid YAML: {exc}") from None
-    return parse_subscriptions(data, str(p))
+    return parse_subscriptions(read_yaml(path, SubscriptionConfigError), str(Path(path)))
