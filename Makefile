@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 DEMO_EVENTS ?= 20000
 
-.PHONY: help setup up down status init run test unit integration lint fmt clean bench
+.PHONY: help setup up down status run test unit lint fmt clean bench
 
 help:
 	@echo "make setup | up | down | status | run | test | bench | lint | fmt | clean"

@@ -8,11 +8,16 @@
       -> raw events -> ClickHouse events
       -> per meter, per window size: tumbling window aggregate, re-fired for late-but-allowed
          events -> ClickHouse usage_windows (revision = event count)
-      -> rating: per (customer, meter, dimensions) and billing period, each firing's telescoping
-         amount price(after) - price(before) with the plan version in force -> rated_usage
+      -> rating: per (customer, meter, meter version) and billing period, each firing's
+         telescoping amount price(after) - price(before) with the plan version in force
+         -> rated_usage, quota alerts (jobs/rating_operator.py)
+      -> credit alerts: a customer's cost so far against its prepaid credit -> alerts + topic
 
 Every Kafka record ends in exactly one of: events (accepted), dead letters, late, or is dropped
 as a duplicate by the dedup operator (its numRecordsIn - numRecordsOut).
+
+Stages hand rows on by field name: Table -> DataStream rows carry their field names, and the
+Python UDFs' positional columns are named from the one tuple that also writes their SQL call.
 
 Run on the local mini-cluster:   python -m jobs.metering [--bounded] [--restore latest]
 Submit to a cluster:             flink run -py jobs/metering.py
@@ -24,7 +29,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -187,6 +192,17 @@ def interval(seconds: int) -> str:
 # ----------------------------------------------------------------------------- source
 
 
+# The Kafka source table's columns in table order, which is the order the decode UDF gets them in.
+KAFKA_RECORD_FIELDS = (
+    ("payload", "BYTES"),
+    ("topic", "STRING METADATA VIRTUAL"),
+    ("partition", "INT METADATA VIRTUAL"),
+    ("offset", "BIGINT METADATA VIRTUAL"),
+    ("record_ts", "TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL"),
+)
+KAFKA_RECORD_COLUMNS = tuple(name for name, _ in KAFKA_RECORD_FIELDS)
+
+
 def source_ddl(settings: Settings, opts: JobOptions) -> str:
     bounded = "'scan.bounded.mode' = 'latest-offset'," if opts.bounded else ""
     startup = "'scan.startup.mode' = 'group-offsets',"
@@ -195,13 +211,10 @@ def source_ddl(settings: Settings, opts: JobOptions) -> str:
         lo, hi = opts.replay
         startup = f"'scan.startup.mode' = 'timestamp', 'scan.startup.timestamp-millis' = '{lo}',"
         bounded = f"'scan.bounded.mode' = 'timestamp', 'scan.bounded.timestamp-millis' = '{hi}',"
+    columns = ",\n        ".join(f"`{name}` {spec}" for name, spec in KAFKA_RECORD_FIELDS)
     return f"""
     CREATE TEMPORARY TABLE kafka_records (
-        payload      BYTES,
-        `topic`      STRING METADATA VIRTUAL,
-        `partition`  INT METADATA VIRTUAL,
-        `offset`     BIGINT METADATA VIRTUAL,
-        record_ts    TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
+        {columns}
     ) WITH (
         'connector' = 'kafka',
         'topic' = '{settings.events_topic}',
@@ -250,7 +263,6 @@ def fee_meters(opts: JobOptions) -> frozenset[str]:
     if opts.prices_file is None or opts.subscriptions_file is None:
         return frozenset()
     from meterflow.price_book import load_price_book
-    from meterflow.pricing import has_per_event_bounds
 
     book = load_price_book(opts.prices_file)
     return frozenset(
@@ -258,7 +270,7 @@ def fee_meters(opts: JobOptions) -> frozenset[str]:
         for plan in book.plans.values()
         for v in plan.versions
         for c in v.charges.values()
-        if has_per_event_bounds(c.model)
+        if c.model.needs_events
     )
 
 
@@ -284,6 +296,11 @@ def decoded_fields(
         for i, m in enumerate(meters)
         for suffix, _, typ in meter_columns(m, fees)
     ]
+
+
+def by_name(names: Sequence[str], columns: Sequence[pd.Series]) -> dict[str, pd.Series]:
+    """A pandas UDF's positional columns under the names of the one tuple that orders them."""
+    return dict(zip(names, columns, strict=True))
 
 
 def _epoch_ms(col: pd.Series) -> list[int]:
@@ -342,13 +359,14 @@ class DecodeRecords(ScalarFunction):
 
         names = [name for name, _ in decoded_fields(self.meters, self.fees)]
         cols: dict[str, list] = {name: [] for name in names if name != "ts"}
-        record_ms = _epoch_ms(batch.iloc[:, 4])
+        # the batch's columns are unnamed (0, 1, ...): name them by the source table's order
+        records = by_name(KAFKA_RECORD_COLUMNS, [batch.iloc[:, i] for i in range(batch.shape[1])])
         for payload, topic, part, off, rts in zip(
-            batch.iloc[:, 0],
-            batch.iloc[:, 1],
-            batch.iloc[:, 2],
-            batch.iloc[:, 3],
-            record_ms,
+            records["payload"],
+            records["topic"],
+            records["partition"],
+            records["offset"],
+            _epoch_ms(records["record_ts"]),
             strict=True,
         ):
             rts_ms = int(rts)
@@ -441,6 +459,8 @@ class ClickHouseBatchWriter(ScalarFunction):
 
     table = ""
     columns: tuple[str, ...] = ()
+    # The UDF's arguments by name, in the order its SQL call passes them (`sql_call`).
+    args: tuple[str, ...] = ()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -461,14 +481,20 @@ class ClickHouseBatchWriter(ScalarFunction):
         self.last_insert_ms = 0
         group.gauge(f"{self.table}_last_insert_ms", lambda: self.last_insert_ms)
 
-    def rows(self, cols: Sequence[pd.Series]) -> list[tuple]:
+    @classmethod
+    def sql_call(cls, name: str, **exprs: str) -> str:
+        """The SQL call of this writer registered as `name`: each argument the column named as
+        in `args`, or the expression `exprs` gives for that name."""
+        return f"{name}({', '.join(exprs.get(a, a) for a in cls.args)})"
+
+    def rows(self, cols: Mapping[str, pd.Series]) -> list[tuple]:
         raise NotImplementedError
 
     def eval(self, *args: pd.Series) -> pd.Series:  # type: ignore[override]
         n = next(len(a) for a in args if isinstance(a, pd.Series))
         # the planner passes constant arguments (a literal meter version) as plain scalars
         cols = [a if isinstance(a, pd.Series) else pd.Series([a] * n) for a in args]
-        rows = self.rows(cols)
+        rows = self.rows(by_name(self.args, cols))
         if rows:
             import time
 
@@ -490,18 +516,25 @@ EVENT_COLUMNS = (
     "customer_id", "event_id", "event_name", "timestamp_ms", "value", "properties", "source",
     "schema_id", "kafka_topic", "kafka_partition", "kafka_offset",
 )  # fmt: skip
-EVENT_SQL_ARGS = (
-    "customer_id, event_id, event_name, ts_ms, event_value, properties, source, "
-    "schema_id, kafka_topic, kafka_partition, kafka_offset"
-)
+# the decoded columns an event row is written from, in EVENT_COLUMNS order
+EVENT_ARGS = (
+    "customer_id", "event_id", "event_name", "ts_ms", "event_value", "properties", "source",
+    "schema_id", "kafka_topic", "kafka_partition", "kafka_offset",
+)  # fmt: skip
 
 
-def _event_rows(cols: Sequence[pd.Series], now: datetime) -> list[tuple]:
+def _event_rows(
+    cols: Mapping[str, pd.Series], now: datetime, extra_ints: Sequence[str] = ()
+) -> list[tuple]:
     # column-wise conversions: Python-level work per event is the cost to watch here
-    ints = [c.astype("int64").tolist() for c in (cols[3], cols[7], cols[9], cols[10], *cols[11:])]
-    sources = [s or "" for s in cols[6]]
-    fields = (cols[0], cols[1], cols[2], ints[0], cols[4], cols[5], sources, ints[1], cols[8],
-              ints[2], ints[3], *ints[4:], [now] * len(sources))  # fmt: skip
+    def ints(name: str) -> list[int]:
+        return cols[name].astype("int64").tolist()
+
+    sources = [s or "" for s in cols["source"]]
+    fields = (cols["customer_id"], cols["event_id"], cols["event_name"], ints("ts_ms"),
+              cols["event_value"], cols["properties"], sources, ints("schema_id"),
+              cols["kafka_topic"], ints("kafka_partition"), ints("kafka_offset"),
+              *(ints(name) for name in extra_ints), [now] * len(sources))  # fmt: skip
     return list(zip(*fields, strict=True))
 
 
@@ -515,8 +548,9 @@ def _naive_utc(x: object) -> datetime:
 class WriteEvents(ClickHouseBatchWriter):
     table = "events"
     columns = (*EVENT_COLUMNS, "ingested_at")
+    args = EVENT_ARGS
 
-    def rows(self, cols: Sequence[pd.Series]) -> list[tuple]:
+    def rows(self, cols: Mapping[str, pd.Series]) -> list[tuple]:
         return _event_rows(cols, datetime.now(UTC).replace(tzinfo=None, microsecond=0))
 
 
@@ -525,6 +559,11 @@ class WriteLateEvents(WriteEvents):
 
     table = "late_events"
     columns = (*EVENT_COLUMNS, "watermark_ms", "ingested_at")
+    args = (*EVENT_ARGS, "watermark_ms")
+
+    def rows(self, cols: Mapping[str, pd.Series]) -> list[tuple]:
+        now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        return _event_rows(cols, now, extra_ints=("watermark_ms",))
 
 
 class WriteUsageWindows(ClickHouseBatchWriter):
@@ -541,17 +580,24 @@ class WriteUsageWindows(ClickHouseBatchWriter):
         "revision",
         "written_at",
     )
+    # the window aggregation's columns (see `build`), all but the fee sum
+    args = ("meter", "meter_version", "customer_id", "dims", "ws", "we", "n", "s", "mn", "mx",
+            "uc", "lk")  # fmt: skip
 
     def __init__(self, settings: Settings, meters: Sequence[Meter]) -> None:
         super().__init__(settings)
         self.aggregations = {m.id: m.aggregation for m in meters}
 
-    def rows(self, cols: Sequence[pd.Series]) -> list[tuple]:
+    def rows(self, cols: Mapping[str, pd.Series]) -> list[tuple]:
         from meterflow.aggregation import Partials, window_quantity
 
         now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
         out = []
-        for meter, ver, cust, dims, ws, we, n, s, mn, mx, uc, lk in zip(*cols, strict=True):
+        for meter, ver, cust, dims, ws, we, n, s, mn, mx, uc, lk in zip(
+            cols["meter"], cols["meter_version"], cols["customer_id"], cols["dims"], cols["ws"],
+            cols["we"], cols["n"], cols["s"], cols["mn"], cols["mx"], cols["uc"], cols["lk"],
+            strict=True,
+        ):  # fmt: skip
             p = Partials(int(n), dec(s), dec(mn), dec(mx), None if pd.isna(uc) else int(uc), lk)
             # A retraction (-U) of an older firing is written too; it carries a lower revision,
             # so FINAL still returns the newest.
@@ -612,7 +658,8 @@ def rate_windows(
     usage-window writer, and only the rating crosses into Python row by row."""
     changes: DataStream = t_env.to_changelog_stream(windows)
     rated = changes.key_by(
-        lambda r: f"{r[2]}\x1f{r[0]}\x1f{r[1]}", key_type=Types.STRING()
+        lambda r: f"{r['customer_id']}\x1f{r['meter']}\x1f{r['meter_version']}",
+        key_type=Types.STRING(),
     ).process(
         RateWindows(
             str(opts.meters_file),
@@ -629,7 +676,7 @@ def rate_windows(
 def credit_alerts(rated: DataStream, settings: Settings, opts: JobOptions) -> DataStream:
     """Rated rows of every meter -> alerts when a customer's cost so far this period reaches
     75/90/100 % of its usable prepaid credit."""
-    return rated.key_by(lambda r: r[0], key_type=Types.STRING()).process(
+    return rated.key_by(lambda r: r["customer_id"], key_type=Types.STRING()).process(
         CreditAlerts(str(opts.credits_file), settings), output_type=row_type(ALERT_FIELDS)
     )
 
@@ -640,23 +687,27 @@ class WriteAlerts(ClickHouseBatchWriter):
         "alert_id", "customer_id", "subscription_id", "meter", "period_start", "period_end",
         "threshold_pct", "quantity", "quota", "hard_cap", "window_start", "written_at",
     )  # fmt: skip
+    args = tuple(c for c in ALERT_COLUMNS if c != "payload")  # the payload goes to the topic
 
-    def rows(self, cols: Sequence[pd.Series]) -> list[tuple]:
+    def rows(self, cols: Mapping[str, pd.Series]) -> list[tuple]:
         now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-        return [
-            (
-                *r[:4],
-                _naive_utc(r[4]),
-                _naive_utc(r[5]),
-                int(r[6]),
-                dec(r[7]),
-                dec(r[8]),
-                int(bool(r[9])),
-                _naive_utc(r[10]),
-                now,
+        return list(
+            zip(
+                cols["alert_id"],
+                cols["customer_id"],
+                cols["subscription_id"],
+                cols["meter"],
+                map(_naive_utc, cols["period_start"]),
+                map(_naive_utc, cols["period_end"]),
+                map(int, cols["threshold_pct"]),
+                map(dec, cols["quantity"]),
+                map(dec, cols["quota"]),
+                (int(bool(x)) for x in cols["hard_cap"]),
+                map(_naive_utc, cols["window_start"]),
+                [now] * len(cols["alert_id"]),
+                strict=True,
             )
-            for r in zip(*cols, strict=True)
-        ]
+        )
 
 
 class WriteRatedUsage(ClickHouseBatchWriter):
@@ -668,18 +719,34 @@ class WriteRatedUsage(ClickHouseBatchWriter):
         "period_revision", "written_at",
     )  # fmt: skip
 
-    def rows(self, cols: Sequence[pd.Series]) -> list[tuple]:
+    args = RATED_COLUMNS
+
+    def rows(self, cols: Mapping[str, pd.Series]) -> list[tuple]:
         now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-        out = []
-        for r in zip(*cols, strict=True):
-            out.append(
-                (
-                    *r[:2], _naive_utc(r[2]), _naive_utc(r[3]), r[4], int(r[5]), r[6],
-                    _naive_utc(r[7]), _naive_utc(r[8]), r[9], int(r[10]), r[11], dec(r[12]),
-                    dec(r[13]), dec(r[14]), dec(r[15]), int(r[16]), int(r[17]), now,
-                )
-            )  # fmt: skip
-        return out
+        return list(
+            zip(
+                cols["customer_id"],
+                cols["subscription_id"],
+                map(_naive_utc, cols["period_start"]),
+                map(_naive_utc, cols["period_end"]),
+                cols["meter"],
+                map(int, cols["meter_version"]),
+                cols["dims"],
+                map(_naive_utc, cols["ws"]),
+                map(_naive_utc, cols["we"]),
+                cols["plan"],
+                map(int, cols["price_version"]),
+                cols["currency"],
+                map(dec, cols["quantity"]),
+                map(dec, cols["period_quantity"]),
+                map(dec, cols["amount"]),
+                map(dec, cols["period_amount"]),
+                map(int, cols["revision"]),
+                map(int, cols["period_revision"]),
+                [now] * len(cols["customer_id"]),
+                strict=True,
+            )
+        )
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -775,11 +842,13 @@ def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
         t_env.create_temporary_function(
             name, udf(fn, result_type=DataTypes.BIGINT(), func_type="pandas")
         )
-    stmts.add_insert_sql(f"INSERT INTO written SELECT write_events({EVENT_SQL_ARGS}) FROM on_time")
     stmts.add_insert_sql(
-        f"INSERT INTO written SELECT write_late_events({EVENT_SQL_ARGS}, "
-        "COALESCE(CAST(wm_s AS BIGINT) * 1000, -1)) FROM late"
+        f"INSERT INTO written SELECT {WriteEvents.sql_call('write_events')} FROM on_time"
     )
+    late_events = WriteLateEvents.sql_call(
+        "write_late_events", watermark_ms="COALESCE(CAST(wm_s AS BIGINT) * 1000, -1)"
+    )
+    stmts.add_insert_sql(f"INSERT INTO written SELECT {late_events} FROM late")
     t_env.execute_sql(
         kafka_sink_ddl(
             "late_sink",
@@ -835,23 +904,23 @@ def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
             t_env.create_temporary_view(f"windows_{window_s}", fired)
             rated_streams.append(rated)
             alert_streams.append(alerts)
-        stmts.add_insert_sql(f"""
-            INSERT INTO written
-            SELECT write_usage_windows(meter, meter_version, customer_id, dims, ws, we, n, s,
-                                       mn, mx, uc, lk)
-            FROM windows_{window_s}""")
+        stmts.add_insert_sql(
+            f"INSERT INTO written SELECT {WriteUsageWindows.sql_call('write_usage_windows')} "
+            f"FROM windows_{window_s}"
+        )
     if rated_streams:
         rated_all = rated_streams[0].union(*rated_streams[1:])
         t_env.create_temporary_view("rated", t_env.from_data_stream(rated_all))
         stmts.add_insert_sql(
-            f"INSERT INTO written SELECT write_rated_usage({', '.join(RATED_COLUMNS)}) FROM rated"
+            f"INSERT INTO written SELECT {WriteRatedUsage.sql_call('write_rated_usage')} FROM rated"
         )
         if opts.credits_file is not None:
             alert_streams.append(credit_alerts(rated_all, settings, opts))
         alerts_all = alert_streams[0].union(*alert_streams[1:])
         t_env.create_temporary_view("alerts", t_env.from_data_stream(alerts_all))
-        alert_cols = ", ".join(c for c in ALERT_COLUMNS if c != "payload")
-        stmts.add_insert_sql(f"INSERT INTO written SELECT write_alerts({alert_cols}) FROM alerts")
+        stmts.add_insert_sql(
+            f"INSERT INTO written SELECT {WriteAlerts.sql_call('write_alerts')} FROM alerts"
+        )
         stmts.add_insert_sql("INSERT INTO alerts_sink SELECT customer_id, payload FROM alerts")
     stmts.attach_as_datastream()
     return env

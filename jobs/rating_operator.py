@@ -1,7 +1,11 @@
-"""The metering job's rating operator: window firings in, rated rows out, alerts as a side
-output.
+"""The metering job's Python DataStream operators and the rows they hand on.
 
-Its own module so that PyFlink pickles it by reference when the job runs as `__main__`.
+`RateWindows`: window firings in, rated rows out, quota alerts as a side output. `CreditAlerts`:
+rated rows in, prepaid-credit alerts out. `AlertCodec`: alerts as Confluent-framed Avro for the
+alerts topic. `RATED_FIELDS` and `ALERT_FIELDS` name and type those rows; every stage reads
+them by field name.
+
+Its own module so that PyFlink pickles these by reference when the job runs as `__main__`.
 """
 
 from __future__ import annotations
@@ -19,15 +23,10 @@ from pyflink.datastream.state import ValueStateDescriptor
 from meterflow.aggregation import Partials, window_quantity
 from meterflow.alerts import Alert, Quota, crossed
 from meterflow.credits import balances
-from meterflow.meters import Aggregation, load_meters
-from meterflow.rating import (
-    FoldedWindow,
-    LineState,
-    WindowPartials,
-    period_charge,
-    rateable,
-)
+from meterflow.meters import load_meters
+from meterflow.rating import FoldedWindow, LineState, period_charge, rateable
 from meterflow.settings import Settings
+from meterflow.wire import confluent_frame
 
 RATED_FIELDS = (
     ("customer_id", Types.STRING()),
@@ -115,22 +114,31 @@ class RateWindows(KeyedProcessFunction):
         # A late firing arrives as -U (the old result) then +U: the +U carries the new partials.
         if row.get_row_kind() == RowKind.UPDATE_BEFORE:
             return
-        meter, version, customer, dims, ws, we, n, s, mn, mx, _, lk, fs = row
+        meter, customer, ws, we = row["meter"], row["customer_id"], row["ws"], row["we"]
         ws_utc = ws.replace(tzinfo=UTC)
         aggregation = self.aggregations[meter]
         rc = self.rater.context(customer, meter, ws_utc)
-        if rc is None or not rateable(aggregation, rc.model):
+        if rc is None or not rateable(aggregation):
             self.unrated.inc()
             return
         with decimal.localcontext() as dc:
             dc.prec = 80  # quantities have up to 38 digits; amounts must not round here
+            partials = Partials(
+                event_count=int(row["n"]),
+                q_sum=dec(row["s"]),
+                q_min=dec(row["mn"]),
+                q_max=dec(row["mx"]),
+                unique_count=row["uc"],
+                latest_key=row["lk"],
+                fee_sum=dec(row["fs"]),
+            )
             state = self.state.value() or LineState()
             period_s = int(rc.period.start.timestamp())
             try:
                 amount, pq = state.fire(
                     period_s,
-                    (int(ws_utc.timestamp()), dims),
-                    WindowPartials(n, dec(s), dec(mn), dec(mx), lk, fee_sum=dec(fs)),
+                    (int(ws_utc.timestamp()), row["dims"]),
+                    partials,
                     aggregation,
                     rc.model,
                 )
@@ -153,14 +161,27 @@ class RateWindows(KeyedProcessFunction):
             self.state.update(state)
             for pct in due:
                 yield ALERTS, self._alert_row(rc, meter, pct, pq, ws)
-            quantity = window_quantity_of(aggregation, n, dec(s), dec(mn), dec(mx), row[10], lk)
+            # keyword order = RATED_FIELDS order: the row coder then takes the values as they are
             yield Row(
-                customer, rc.subscription.id,
-                rc.period.start.replace(tzinfo=None), rc.period.end.replace(tzinfo=None),
-                meter, version, dims, ws, we, rc.plan, rc.price_version, rc.currency,
-                str(quantity), str(pq), _q18(amount),
-                _q18(charge_now), n, events_now,
-            )  # fmt: skip
+                customer_id=customer,
+                subscription_id=rc.subscription.id,
+                period_start=rc.period.start.replace(tzinfo=None),
+                period_end=rc.period.end.replace(tzinfo=None),
+                meter=meter,
+                meter_version=row["meter_version"],
+                dims=row["dims"],
+                ws=ws,
+                we=we,
+                plan=rc.plan,
+                price_version=rc.price_version,
+                currency=rc.currency,
+                quantity=str(window_quantity(aggregation, partials)),
+                period_quantity=str(pq),
+                amount=_q18(amount),
+                period_amount=_q18(charge_now),
+                revision=row["n"],
+                period_revision=events_now,
+            )
         self.rated.inc()
 
     def _alert_row(self, rc, meter: str, pct: int, quantity, ws) -> Row:
@@ -173,11 +194,19 @@ class RateWindows(KeyedProcessFunction):
         )  # fmt: skip
         self.alerts_fired.inc()
         return Row(
-            alert.alert_id, alert.customer_id, alert.subscription_id, meter,
-            rc.period.start.replace(tzinfo=None), rc.period.end.replace(tzinfo=None), pct,
-            str(quantity), str(rc.quota.limit), rc.quota.hard_cap, ws,
-            self.alert_codec.encode(alert, ws.replace(tzinfo=UTC)),
-        )  # fmt: skip
+            alert_id=alert.alert_id,
+            customer_id=alert.customer_id,
+            subscription_id=alert.subscription_id,
+            meter=meter,
+            period_start=rc.period.start.replace(tzinfo=None),
+            period_end=rc.period.end.replace(tzinfo=None),
+            threshold_pct=pct,
+            quantity=str(quantity),
+            quota=str(rc.quota.limit),
+            hard_cap=rc.quota.hard_cap,
+            window_start=ws,
+            payload=self.alert_codec.encode(alert, ws.replace(tzinfo=UTC)),
+        )
 
 
 class CreditAlerts(KeyedProcessFunction):
@@ -211,11 +240,14 @@ class CreditAlerts(KeyedProcessFunction):
         self.alerts_fired = runtime_context.get_metrics_group().counter("credit_alerts_fired")
 
     def process_element(self, row: Row, ctx: KeyedProcessFunction.Context):
-        grants = self.grants.get(row[0])
+        customer = row["customer_id"]
+        grants = self.grants.get(customer)
         if not grants:
             return
-        customer, sub_id, ps, pe, meter = row[0], row[1], row[2], row[3], row[4]
-        currency, period_amount, period_revision = row[11], dec(row[15]), row[17]
+        sub_id, meter = row["subscription_id"], row["meter"]
+        ps, pe = row["period_start"], row["period_end"]
+        currency, period_amount = row["currency"], dec(row["period_amount"])
+        period_revision, ws = row["period_revision"], row["ws"]
         start = ps.replace(tzinfo=UTC)
         mine = [g for g in grants if g.currency == currency]
         usable = sum(
@@ -246,11 +278,20 @@ class CreditAlerts(KeyedProcessFunction):
                 usable, False,
             )  # fmt: skip
             self.alerts_fired.inc()
-            payload = self.alert_codec.encode(alert, row[7].replace(tzinfo=UTC))
             yield Row(
-                alert.alert_id, customer, sub_id, self.CREDIT_METER, ps, pe, pct, str(cost),
-                str(usable), False, row[7], payload,
-            )  # fmt: skip
+                alert_id=alert.alert_id,
+                customer_id=customer,
+                subscription_id=sub_id,
+                meter=self.CREDIT_METER,
+                period_start=ps,
+                period_end=pe,
+                threshold_pct=pct,
+                quantity=str(cost),
+                quota=str(usable),
+                hard_cap=False,
+                window_start=ws,
+                payload=self.alert_codec.encode(alert, ws.replace(tzinfo=UTC)),
+            )
 
 
 class AlertCodec:
@@ -271,14 +312,12 @@ class AlertCodec:
 
     def encode(self, alert, window_start) -> bytes:
         import io
-        import struct
 
         import fastavro
 
-        buf = io.BytesIO()
-        buf.write(b"\x00" + struct.pack(">I", self.schema_id))
+        body = io.BytesIO()
         fastavro.schemaless_writer(
-            buf,
+            body,
             self.schema,
             {
                 "alert_id": alert.alert_id,
@@ -294,7 +333,7 @@ class AlertCodec:
                 "window_start": window_start,
             },
         )
-        return buf.getvalue()
+        return confluent_frame(self.schema_id, body.getvalue())
 
 
 def _q18(d) -> str:
@@ -303,7 +342,3 @@ def _q18(d) -> str:
 
 def dec(text):
     return None if text is None or (not isinstance(text, str) and pd.isna(text)) else Decimal(text)
-
-
-def window_quantity_of(aggregation: Aggregation, n, s, mn, mx, uc, lk):
-    return window_quantity(aggregation, Partials(int(n), s, mn, mx, uc, lk))

@@ -1,5 +1,6 @@
-"""Decode and validate one Kafka record: Confluent Avro bytes -> an accepted event with its
-per-meter measurements, or a dead-letter verdict with a reason code.
+"""Decode and validate one Kafka record: a Confluent-framed Avro record -> an accepted event
+with its per-meter measurements (dimensions, quantity, unique key, LATEST key), or a dead-letter
+verdict with a reason code. Also the writer-schema cache the decoding resolves through.
 
 Pure: the schema lookup is passed in, so this runs the same in the Flink job, in tests and in
 the billing recompute. Time bounds are checked against the Kafka record timestamp, not the wall
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,8 +19,10 @@ from typing import Any
 
 import fastavro
 
+from meterflow.aggregation import latest_key
 from meterflow.events import QUANTUM, WIDE
 from meterflow.meters import Aggregation, Meter, QuantityError
+from meterflow.wire import split_confluent_frame
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -46,8 +48,7 @@ class Measurement:
     dimensions: str  # canonical JSON object, sorted keys
     quantity: Decimal | None
     unique_key: str | None
-    # LATEST tie-break: greatest event time, then greatest event_id. Fixed-width so that string
-    # MAX in SQL orders the same way.
+    # LATEST tie-break: greatest event time, then greatest event_id (aggregation.latest_key)
     latest_key: str | None
 
 
@@ -93,16 +94,6 @@ class SchemaCache:
         return self._reader
 
 
-def latest_key(timestamp_ms: int, event_id: str, quantity: Decimal) -> str:
-    # NUL after the id: it sorts below every other character, so string order equals the order
-    # of (timestamp, event_id) even when one id is a prefix of another ("e1" < "e10").
-    return f"{timestamp_ms:015d}|{event_id}\x00{quantity}"
-
-
-def latest_value(key: str) -> Decimal:
-    return Decimal(key.rsplit("\x00", 1)[1])
-
-
 def dimensions_json(dims: Sequence[tuple[str, str]]) -> str:
     return json.dumps(dict(dims), sort_keys=True, separators=(",", ":"))
 
@@ -118,15 +109,16 @@ def decode(
         return DeadLetter("UNDECODABLE", "record has no value (tombstone)")
     if len(payload) > limits.max_record_bytes:
         return DeadLetter("OVERSIZED", f"{len(payload)} bytes > {limits.max_record_bytes}")
-    if len(payload) < 5 or payload[0] != 0:
+    frame = split_confluent_frame(payload)
+    if frame is None:
         return DeadLetter("UNDECODABLE", "not Confluent wire format (magic byte 0 + schema id)")
-    (schema_id,) = struct.unpack(">I", payload[1:5])
+    schema_id, body = frame
     try:
         writer = schemas.writer(schema_id)
     except SchemaNotFound:
         return DeadLetter("UNKNOWN_SCHEMA", f"schema id {schema_id} is not in the registry")
     try:
-        rec = fastavro.schemaless_reader(io.BytesIO(payload[5:]), writer, schemas.reader)
+        rec = fastavro.schemaless_reader(io.BytesIO(body), writer, schemas.reader)
     except Exception as exc:  # fastavro raises many types for corrupt input
         return DeadLetter("UNDECODABLE", f"avro decode with schema {schema_id}: {exc!r}"[:500])
     return validate(rec, schema_id, record_ts_ms, meters, limits)

@@ -1,67 +1,45 @@
 """Real-time rating of usage windows (pure; the streaming job keeps `LineState` in keyed state).
 
-A window firing carries its partial aggregates. Per (customer, meter, meter version) and
-billing period -- a charge prices the meter's total over all dimensions -- we keep every
-(window, dimensions) group's partials, derive the period quantity after the firing,
-and give the window the telescoping amount price(after) - price(before). A window that fires
-again (late but allowed) adds its own new delta, so whatever the order of firings, a period's
-window amounts sum to price(period quantity): the amount the close job bills from raw events.
+A window firing carries its partial aggregates (`aggregation.Partials`). Per (customer, meter,
+meter version) and billing period -- a charge prices the meter's total over all dimensions --
+`LineState` keeps every (window, dimensions) group's partials with the amount rated to it so
+far (`RatedWindow`), derives the period quantity after the firing
+(`aggregation.combined_quantity`) and gives the window the telescoping amount
+price(after) - price(before). A window that fires again (late but allowed) adds its own new
+delta, so whatever the order of firings, a period's window amounts sum to price(period
+quantity): the amount the close job bills from raw events. Windows that can no longer fire are
+folded into one accumulator per period.
 
-Period quantity from windows: COUNT and SUM add up, MIN/MAX take the extreme, AVG divides the
-summed sums by the summed counts (rounded once, like the close), LATEST takes the greatest
-latest-key. UNIQUE_COUNT cannot be derived from per-window distinct counts; those meters are
-priced at close only (`rateable` says so).
+UNIQUE_COUNT cannot be derived from per-window distinct counts; those meters are priced at
+close only (`rateable` says so). `Rater` finds the subscription, period, plan version and price
+model that rate a customer's window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
+from meterflow.aggregation import Partials, combined_quantity, merged
 from meterflow.alerts import Quota, crossed
-from meterflow.decoding import latest_value
-from meterflow.events import QUANTUM, WIDE
-from meterflow.meters import Aggregation, Meter
+from meterflow.meters import Aggregation
 from meterflow.price_book import PriceBook
-from meterflow.pricing import PriceModel, has_per_event_bounds
+from meterflow.pricing import PriceModel
 from meterflow.subscriptions import Period, Subscription, active_subscription, period_at
 
 
-def rateable(aggregation: Aggregation, model: PriceModel) -> bool:
+def rateable(aggregation: Aggregation) -> bool:
     return aggregation is not Aggregation.UNIQUE_COUNT
 
 
 @dataclass
-class WindowPartials:
-    n: int
-    q_sum: Decimal | None
-    q_min: Decimal | None
-    q_max: Decimal | None
-    latest_key: str | None
+class RatedWindow:
+    """One (window, dimensions) group's latest partials and the amount rated to it so far."""
+
+    partials: Partials
     amount: Decimal = Decimal(0)
-    # sum of the window's per-event fees, for a charge with per-event bounds (decode computes
-    # each event's clamped fee; only the sum travels)
-    fee_sum: Decimal | None = None
-
-
-def period_quantity(aggregation: Aggregation, windows: Sequence[WindowPartials]) -> Decimal:
-    match aggregation:
-        case Aggregation.COUNT:
-            return Decimal(sum(w.n for w in windows))
-        case Aggregation.SUM:
-            return _sum(w.q_sum for w in windows)
-        case Aggregation.MIN:
-            return min(w.q_min for w in windows if w.q_min is not None)
-        case Aggregation.MAX:
-            return max(w.q_max for w in windows if w.q_max is not None)
-        case Aggregation.AVG:
-            mean = WIDE.divide(_sum(w.q_sum for w in windows), sum(w.n for w in windows))
-            return mean.quantize(QUANTUM, rounding=ROUND_HALF_EVEN, context=WIDE)
-        case Aggregation.LATEST:
-            return latest_value(max(w.latest_key for w in windows if w.latest_key is not None))
-    raise ValueError(f"{aggregation.value} cannot be derived from windows")
 
 
 def period_price(model: PriceModel, quantity: Decimal) -> Decimal:
@@ -71,33 +49,26 @@ def period_price(model: PriceModel, quantity: Decimal) -> Decimal:
 
 
 def period_charge(
-    model: PriceModel, aggregation: Aggregation, windows: Sequence[WindowPartials]
+    model: PriceModel, aggregation: Aggregation, windows: Sequence[Partials]
 ) -> Decimal:
     """What the period costs so far: a charge with per-event bounds prices the sum of its
     events' fees (as the close does), any other the period quantity."""
-    if has_per_event_bounds(model):
-        return model.price(_sum(w.fee_sum for w in windows))
-    return period_price(model, period_quantity(aggregation, windows))
-
-
-def _sum(values: Iterable[Decimal | None]) -> Decimal:
-    total = Decimal(0)
-    for v in values:
-        if v is not None:
-            total = WIDE.add(total, v)
-    return total
+    if model.needs_events:
+        fees = merged(windows).fee_sum
+        return model.price(Decimal(0) if fees is None else fees)
+    return period_price(model, combined_quantity(aggregation, windows))
 
 
 @dataclass
 class LineState:
     """One key's open periods: period start (epoch s) -> (window start (epoch s), dimensions)
-    -> partials of windows that may still fire again, plus one accumulator per period of the
-    windows that no longer can (`fold`). Folding keeps the state -- and the work per firing --
-    small however long the period: a month of minute windows would otherwise be 43,200
-    entries per key, re-read at every firing."""
+    -> partials and amount of windows that may still fire again, plus one accumulator per
+    period of the windows that no longer can (`fold`). Folding keeps the state -- and the work
+    per firing -- small however long the period: a month of minute windows would otherwise be
+    43,200 entries per key, re-read at every firing."""
 
-    periods: dict[int, dict[tuple[int, str], WindowPartials]] = field(default_factory=dict)
-    closed: dict[int, WindowPartials] = field(default_factory=dict)
+    periods: dict[int, dict[tuple[int, str], RatedWindow]] = field(default_factory=dict)
+    closed: dict[int, Partials] = field(default_factory=dict)
     # period start -> windows starting before this were folded into `closed`
     folded_before: dict[int, int] = field(default_factory=dict)
     # period start -> quota thresholds (percent) already alerted
@@ -107,7 +78,7 @@ class LineState:
         self,
         period_start_s: int,
         window: tuple[int, str],
-        partials: WindowPartials,
+        partials: Partials,
         aggregation: Aggregation,
         model: PriceModel,
     ) -> tuple[Decimal, Decimal]:
@@ -123,15 +94,15 @@ class LineState:
         seen = self.all_windows(period_start_s)
         before = period_charge(model, aggregation, seen) if seen else None
         previous = windows.get(window)
-        partials.amount = previous.amount if previous is not None else Decimal(0)
-        windows[window] = partials
+        rated = RatedWindow(partials, previous.amount if previous is not None else Decimal(0))
+        windows[window] = rated
         after_all = self.all_windows(period_start_s)
         after = period_charge(model, aggregation, after_all)
-        partials.amount += after - (before if before is not None else Decimal(0))
-        return partials.amount, period_quantity(aggregation, after_all)
+        rated.amount += after - (before if before is not None else Decimal(0))
+        return rated.amount, combined_quantity(aggregation, after_all)
 
-    def all_windows(self, period_start_s: int) -> list[WindowPartials]:
-        out = list(self.periods.get(period_start_s, {}).values())
+    def all_windows(self, period_start_s: int) -> list[Partials]:
+        out = [w.partials for w in self.periods.get(period_start_s, {}).values()]
         if period_start_s in self.closed:
             out.append(self.closed[period_start_s])
         return out
@@ -145,18 +116,17 @@ class LineState:
             if not old:
                 continue
             acc = self.closed.get(p)
-            for w in old:
-                acc = windows.pop(w) if acc is None else _combine(acc, windows.pop(w))
-                n += 1
-            assert acc is not None
-            self.closed[p] = acc
+            folding = [windows.pop(w).partials for w in old]
+            # amounts are not carried over: folded windows never change again
+            self.closed[p] = merged(folding if acc is None else [acc, *folding])
+            n += len(old)
             self.folded_before[p] = max(
                 self.folded_before.get(p, before_window_start_s), before_window_start_s
             )
         return n
 
     def period_total_events(self, period_start_s: int) -> int:
-        return sum(w.n for w in self.all_windows(period_start_s))
+        return sum(w.event_count for w in self.all_windows(period_start_s))
 
     def forget_before(self, period_start_s: int) -> None:
         for p in [p for p in self.periods if p < period_start_s]:
@@ -176,23 +146,6 @@ class LineState:
 
 class FoldedWindow(Exception):
     pass
-
-
-def _combine(a: WindowPartials, b: WindowPartials) -> WindowPartials:
-    """Two windows' partials as one (amounts are not combined: folded windows never change)."""
-
-    def pick(x, y, f):
-        return y if x is None else x if y is None else f(x, y)
-
-    return WindowPartials(
-        a.n + b.n,
-        pick(a.q_sum, b.q_sum, WIDE.add),
-        pick(a.q_min, b.q_min, min),
-        pick(a.q_max, b.q_max, max),
-        pick(a.latest_key, b.latest_key, max),
-        Decimal(0),
-        pick(a.fee_sum, b.fee_sum, WIDE.add),
-    )
 
 
 @dataclass(frozen=True)
@@ -240,7 +193,3 @@ class Rater:
             charge.model,
             version.quotas.get(meter),
         )
-
-
-def meter_index(meters: Sequence[Meter]) -> Mapping[str, Meter]:
-    return {m.id: m for m in meters}

@@ -1,6 +1,6 @@
 """Seeded, deterministic adversarial usage streams with their ground truth.
 
-A scenario is a list of Kafka records (key, Confluent-Avro bytes, record timestamp) in
+A scenario is a list of Kafka records (key, Confluent-framed Avro bytes, record timestamp) in
 production order, grouped in phases, plus what a correct pipeline must make of each record:
 accepted once, dropped as a duplicate, late, or dead-lettered with a given reason. The truth is
 what the generator *intended* for each record; it never runs pipeline code.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import random
-import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,6 +24,7 @@ import fastavro
 
 from meterflow.events import UsageEvent, schema_text
 from meterflow.settings import REPO_ROOT
+from meterflow.wire import confluent_frame
 
 # The meters the generated malformed kinds are written against (e.g. a non-numeric `gpus`
 # property is only a dead letter because a meter measures it).
@@ -91,10 +91,9 @@ class ScenarioConfig:
 
 
 def encode(record: dict[str, Any], schema_id: int) -> bytes:
-    buf = io.BytesIO()
-    buf.write(b"\x00" + struct.pack(">I", schema_id))
-    fastavro.schemaless_writer(buf, _SCHEMA, record)
-    return buf.getvalue()
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, _SCHEMA, record)
+    return confluent_frame(schema_id, body.getvalue())
 
 
 _SCHEMA = fastavro.parse_schema(json.loads(schema_text(1)))
@@ -157,9 +156,9 @@ class _Gen:
         gpu = self.event(ts, "gpu", ev.customer_id)
         match kind:
             case "UNDECODABLE":
-                return self.record(ev, kind, value=b"\x00\x00\x00\x00\x01\xff\xff\xff")
+                return self.record(ev, kind, value=confluent_frame(1, b"\xff\xff\xff"))
             case "UNKNOWN_SCHEMA":
-                return self.record(ev, kind, value=b"\x00" + struct.pack(">I", 987654) + b"\x02a")
+                return self.record(ev, kind, value=confluent_frame(987654, b"\x02a"))
             case "MISSING_FIELD":
                 rec["event_id"] = ""
             case "TIMESTAMP_IN_FUTURE":

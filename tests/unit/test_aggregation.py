@@ -2,8 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from meterflow.aggregation import Partials, window_quantity
-from meterflow.decoding import latest_key
+from meterflow.aggregation import Partials, latest_key, window_quantity
 from meterflow.meters import Aggregation as A
 
 P = Partials(

@@ -1,12 +1,12 @@
 import io
 import json
-import struct
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import fastavro
 import pytest
 
+from meterflow.aggregation import latest_key, latest_value
 from meterflow.decoding import (
     Accepted,
     DeadLetter,
@@ -14,11 +14,10 @@ from meterflow.decoding import (
     SchemaCache,
     SchemaNotFound,
     decode,
-    latest_key,
-    latest_value,
 )
 from meterflow.events import UsageEvent, schema_text
 from meterflow.meters import parse_meters
+from meterflow.wire import confluent_frame
 
 T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 T_MS = int(T.timestamp() * 1000)
@@ -64,10 +63,9 @@ SCHEMA = fastavro.parse_schema(json.loads(schema_text(1)))
 
 
 def _bytes(ev: UsageEvent, schema_id: int = 1) -> bytes:
-    buf = io.BytesIO(b"\x00" + struct.pack(">I", schema_id))
-    buf.seek(5)
-    fastavro.schemaless_writer(buf, SCHEMA, ev.to_record())
-    return buf.getvalue()
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, SCHEMA, ev.to_record())
+    return confluent_frame(schema_id, body.getvalue())
 
 
 def _ev(**kw) -> UsageEvent:

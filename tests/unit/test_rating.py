@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meterflow.decoding import latest_key
+from meterflow.aggregation import Partials, combined_quantity, latest_key
 from meterflow.meters import Aggregation as A
 from meterflow.price_book import parse_price_book
 from meterflow.pricing import (
@@ -23,8 +23,6 @@ from meterflow.rating import (
     FoldedWindow,
     LineState,
     Rater,
-    WindowPartials,
-    period_quantity,
     rateable,
 )
 from meterflow.subscriptions import PlanChange, Subscription
@@ -44,6 +42,8 @@ MODELS = {
         D(5), Graduated([Tier(D(20), D("0.1"), D(1)), Tier(None, D("0.05"), D("0.5"))])
     ),
     "percentage": Percentage(D("0.029")),
+    # free units are units of the value: the first 40 of the period carry no fee
+    "free_units_percentage": FreeUnits(D(40), Percentage(D("0.029"))),
 }
 AGGREGATIONS = [A.COUNT, A.SUM, A.MAX, A.MIN, A.AVG, A.LATEST]
 
@@ -56,11 +56,11 @@ def _partials(aggregation, events):
     (event_id, timestamp ms, value)."""
     values = [v for _, _, v in events]
     if aggregation is A.COUNT:
-        return WindowPartials(len(events), None, None, None, None)
+        return Partials(len(events))
     lk = None
     if aggregation is A.LATEST:
         lk = max(latest_key(ts, eid, v) for eid, ts, v in events)
-    return WindowPartials(len(events), sum(values, D(0)), min(values), max(values), lk)
+    return Partials(len(events), sum(values, D(0)), min(values), max(values), latest_key=lk)
 
 
 def _expected_quantity(aggregation, events):
@@ -160,17 +160,17 @@ def test_telescoping_by_hand():
     s = LineState()
     w0, w1 = (PERIOD, ALL), (PERIOD + 60, ALL)
     # 100 * 0.002 = 0.2
-    assert s.fire(PERIOD, w0, WindowPartials(1, D(100), D(100), D(100), None), A.SUM, model) == (
+    assert s.fire(PERIOD, w0, Partials(1, D(100), D(100), D(100)), A.SUM, model) == (
         D("0.2"),
         D(100),
     )
     # 150 * 0.002 - 0.2 = 0.1
-    assert s.fire(PERIOD, w1, WindowPartials(1, D(50), D(50), D(50), None), A.SUM, model) == (
+    assert s.fire(PERIOD, w1, Partials(1, D(50), D(50), D(50)), A.SUM, model) == (
         D("0.1"),
         D(150),
     )
     # re-fire: period 180 -> 0.36; window 0's total = 0.2 + (0.36 - 0.3) = 0.26
-    assert s.fire(PERIOD, w0, WindowPartials(2, D(130), D(30), D(100), None), A.SUM, model) == (
+    assert s.fire(PERIOD, w0, Partials(2, D(130), D(30), D(100)), A.SUM, model) == (
         D("0.26"),
         D(180),
     )
@@ -186,19 +186,22 @@ GRADUATED = MODELS["graduated"]
 def test_dimension_groups_of_one_window_feed_one_sum():
     s = LineState()
     # eu: 6 -> price(6) = 3
-    assert s.fire(
-        PERIOD, (PERIOD, EU), WindowPartials(2, D(6), D(1), D(5), None), A.SUM, GRADUATED
-    ) == (D(3), D(6))
+    assert s.fire(PERIOD, (PERIOD, EU), Partials(2, D(6), D(1), D(5)), A.SUM, GRADUATED) == (
+        D(3),
+        D(6),
+    )
     # us, same window: 6 + 8 = 14 -> price(14) = 5 + 3 + 0.8 = 8.8; 8.8 - 3 = 5.8
     # (priced per group it would be price(8) = 4)
-    assert s.fire(
-        PERIOD, (PERIOD, US), WindowPartials(1, D(8), D(8), D(8), None), A.SUM, GRADUATED
-    ) == (D("5.8"), D(14))
+    assert s.fire(PERIOD, (PERIOD, US), Partials(1, D(8), D(8), D(8)), A.SUM, GRADUATED) == (
+        D("5.8"),
+        D(14),
+    )
     # eu re-fires with a late 3: 9 + 8 = 17 -> price(17) = 5 + 3 + 1.4 = 9.4; eu's total is
     # 3 + (9.4 - 8.8) = 3.6
-    assert s.fire(
-        PERIOD, (PERIOD, EU), WindowPartials(3, D(9), D(1), D(5), None), A.SUM, GRADUATED
-    ) == (D("3.6"), D(17))
+    assert s.fire(PERIOD, (PERIOD, EU), Partials(3, D(9), D(1), D(5)), A.SUM, GRADUATED) == (
+        D("3.6"),
+        D(17),
+    )
     groups = s.periods[PERIOD]
     assert sorted(groups) == [(PERIOD, EU), (PERIOD, US)]
     # 3.6 + 5.8 = 9.4 = price(17); per group it would be price(9) + price(8) = 4.5 + 4 = 8.5
@@ -208,17 +211,20 @@ def test_dimension_groups_of_one_window_feed_one_sum():
 def test_dimension_groups_of_one_window_feed_one_max():
     s = LineState()
     # eu: max 6 -> price(6) = 3
-    assert s.fire(
-        PERIOD, (PERIOD, EU), WindowPartials(2, D(7), D(1), D(6), None), A.MAX, GRADUATED
-    ) == (D(3), D(6))
+    assert s.fire(PERIOD, (PERIOD, EU), Partials(2, D(7), D(1), D(6)), A.MAX, GRADUATED) == (
+        D(3),
+        D(6),
+    )
     # us, same window: max(6, 12) = 12 -> price(12) = 5 + 3 + 0.4 = 8.4; 8.4 - 3 = 5.4
-    assert s.fire(
-        PERIOD, (PERIOD, US), WindowPartials(1, D(12), D(12), D(12), None), A.MAX, GRADUATED
-    ) == (D("5.4"), D(12))
+    assert s.fire(PERIOD, (PERIOD, US), Partials(1, D(12), D(12), D(12)), A.MAX, GRADUATED) == (
+        D("5.4"),
+        D(12),
+    )
     # eu re-fires with max 9: the period max is still 12 (not 9 + 12), nothing more
-    assert s.fire(
-        PERIOD, (PERIOD, EU), WindowPartials(3, D(16), D(1), D(9), None), A.MAX, GRADUATED
-    ) == (D(3), D(12))
+    assert s.fire(PERIOD, (PERIOD, EU), Partials(3, D(16), D(1), D(9)), A.MAX, GRADUATED) == (
+        D(3),
+        D(12),
+    )
     # 3 + 5.4 = 8.4 = price(12)
     assert sum(p.amount for p in s.periods[PERIOD].values()) == D("8.4")
 
@@ -227,11 +233,11 @@ def test_latest_from_windows_uses_the_close_tie_break():
     # Two events at the same millisecond in one window, ids "e1" and "e10". The close
     # (period_usage.LineUsage) takes the greatest timestamp, then the greatest event id:
     # "e10" > "e1", so the quantity is 7. The window's latest key is the string MAX of
-    # decoding.latest_key over its events, as the streaming SQL computes it.
+    # aggregation.latest_key over its events, as the streaming SQL computes it.
     ts = PERIOD * 1000 + 5
     lk = max(latest_key(ts, "e1", D(5)), latest_key(ts, "e10", D(7)))
-    w = WindowPartials(2, D(12), D(5), D(7), lk)
-    assert period_quantity(A.LATEST, [w]) == D(7)
+    w = Partials(2, D(12), D(5), D(7), latest_key=lk)
+    assert combined_quantity(A.LATEST, [w]) == D(7)
 
 
 def test_flat_fee_is_in_the_first_firing():
@@ -239,19 +245,15 @@ def test_flat_fee_is_in_the_first_firing():
     model = FlatFee(D(20), D(10), D("0.3"))
     s = LineState()
     # first firing, 3 events: price(3) = 20, measured from nothing (not from price(0) = 20)
-    amount, after = s.fire(
-        PERIOD, (PERIOD, EU), WindowPartials(3, None, None, None, None), A.COUNT, model
-    )
+    amount, after = s.fire(PERIOD, (PERIOD, EU), Partials(3), A.COUNT, model)
     assert (amount, after) == (D(20), D(3))
     # another group of the same window, 9 events: price(12) = 20 + 2 * 0.3 = 20.6, delta 0.6;
     # the fee is not charged again for the second group
-    amount, after = s.fire(
-        PERIOD, (PERIOD, US), WindowPartials(9, None, None, None, None), A.COUNT, model
-    )
+    amount, after = s.fire(PERIOD, (PERIOD, US), Partials(9), A.COUNT, model)
     assert (amount, after) == (D("0.6"), D(12))
     # a new period starts from nothing again: its first window carries the fee
     nxt = PERIOD + 31 * 86400
-    amount, _ = s.fire(nxt, (nxt, EU), WindowPartials(1, None, None, None, None), A.COUNT, model)
+    amount, _ = s.fire(nxt, (nxt, EU), Partials(1), A.COUNT, model)
     assert amount == D(20)
 
 
@@ -259,9 +261,7 @@ def test_graduated_tier_flat_fee_in_first_firing():
     # first tier 0..10 @ 1 + 5 flat: 2 events -> 2 * 1 + 5 = 7
     model = Graduated([Tier(D(10), D(1), D(5)), Tier(None, D("0.5"))])
     s = LineState()
-    amount, _ = s.fire(
-        PERIOD, (PERIOD, ALL), WindowPartials(2, None, None, None, None), A.COUNT, model
-    )
+    amount, _ = s.fire(PERIOD, (PERIOD, ALL), Partials(2), A.COUNT, model)
     assert amount == D(7)
 
 
@@ -269,7 +269,7 @@ def test_forget_before_drops_older_periods_only():
     s = LineState()
     model = PerUnit(D(1))
     for p in (100, 200, 300):
-        s.fire(p, (p + 60, ALL), WindowPartials(p // 100, None, None, None, None), A.COUNT, model)
+        s.fire(p, (p + 60, ALL), Partials(p // 100), A.COUNT, model)
     s.forget_before(200)
     assert sorted(s.periods) == [200, 300]
     # the kept periods are untouched: 2 * 1 and 3 * 1
@@ -286,7 +286,7 @@ def test_forget_before_drops_older_periods_only():
 
 @pytest.mark.parametrize("model", list(MODELS.values()), ids=sorted(MODELS))
 def test_unique_count_is_not_rateable(model):
-    assert not rateable(A.UNIQUE_COUNT, model)
+    assert not rateable(A.UNIQUE_COUNT)
 
 
 @pytest.mark.parametrize(
@@ -294,12 +294,12 @@ def test_unique_count_is_not_rateable(model):
     [
         Percentage(D("0.03"), per_event_min=D("0.30")),
         Percentage(D("0.03"), D("0.30"), D("5")),
-        FreeUnits(D(1), Percentage(D("0.03"), per_event_min=D("0.30"))),
+        FreeUnits(D(100), Percentage(D("0.03"))),
     ],
 )
 def test_percentage_with_per_event_bounds_is_rateable_except_unique_count(model):
-    assert rateable(A.SUM, model) and rateable(A.COUNT, model)
-    assert not rateable(A.UNIQUE_COUNT, model)
+    assert rateable(A.SUM) and rateable(A.COUNT)
+    assert not rateable(A.UNIQUE_COUNT)
 
 
 def test_per_event_bounds_rate_the_sum_of_fees_that_decode_computed():
@@ -309,9 +309,9 @@ def test_per_event_bounds_rate_the_sum_of_fees_that_decode_computed():
     #   window 1 again, + payment 20   -> fees 3.30 + 0.60                     = 3.90
     model = Percentage(D("0.03"), D("0.30"), D("5"))
     s = LineState()
-    w1 = WindowPartials(2, D(104), D(4), D(100), None, fee_sum=D("3.30"))
-    w2 = WindowPartials(1, D(500), D(500), D(500), None, fee_sum=D(5))
-    w1b = WindowPartials(3, D(124), D(4), D(100), None, fee_sum=D("3.90"))
+    w1 = Partials(2, D(104), D(4), D(100), fee_sum=D("3.30"))
+    w2 = Partials(1, D(500), D(500), D(500), fee_sum=D(5))
+    w1b = Partials(3, D(124), D(4), D(100), fee_sum=D("3.90"))
     a1, _ = s.fire(0, (0, "{}"), w1, A.SUM, model)
     a2, _ = s.fire(0, (60, "{}"), w2, A.SUM, model)
     a1b, q = s.fire(0, (0, "{}"), w1b, A.SUM, model)
@@ -323,7 +323,7 @@ def test_per_event_bounds_rate_the_sum_of_fees_that_decode_computed():
 @pytest.mark.parametrize("model", list(MODELS.values()), ids=sorted(MODELS))
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
 def test_other_combinations_are_rateable(model, aggregation):
-    assert rateable(aggregation, model)
+    assert rateable(aggregation)
 
 
 # ------------------------------------------------------------------------------ Rater.context
@@ -464,15 +464,15 @@ def test_folding_keeps_totals_and_refuses_refiring_a_folded_window():
     model = PerUnit(D("0.5"))
     s = LineState()
     for t, q in ((0, 2), (60, 3), (120, 4)):
-        s.fire(0, (t, "{}"), WindowPartials(1, D(q), D(q), D(q), None), A.SUM, model)
+        s.fire(0, (t, "{}"), Partials(1, D(q), D(q), D(q)), A.SUM, model)
     assert s.fold(100) == 2  # the windows at 0 and 60 s can no longer fire
     assert list(s.periods[0]) == [(120, "{}")]
     # the window at 120 s fires again with 5 units: 2 + 3 + 5 = 10 units = 5.00 in total
-    amount, q = s.fire(0, (120, "{}"), WindowPartials(2, D(5), D(1), D(4), None), A.SUM, model)
+    amount, q = s.fire(0, (120, "{}"), Partials(2, D(5), D(1), D(4)), A.SUM, model)
     assert q == D(10) and amount == D("2.50")  # 4 units (2.00) + the 1 more (0.50)
     assert s.period_total_events(0) == 4
     with pytest.raises(FoldedWindow):
-        s.fire(0, (60, "{}"), WindowPartials(2, D(6), D(3), D(3), None), A.SUM, model)
+        s.fire(0, (60, "{}"), Partials(2, D(6), D(3), D(3)), A.SUM, model)
 
 
 def test_folding_combines_min_max_latest_and_avg_partials():
@@ -480,8 +480,8 @@ def test_folding_combines_min_max_latest_and_avg_partials():
     model = PerUnit(D(1))
     for t, q in ((0, "2"), (60, "7"), (120, "4")):
         lk = f"{t * 1000:015d}|e{t}\x00{q}"
-        s.fire(0, (t, "{}"), WindowPartials(1, D(q), D(q), D(q), lk), A.MAX, model)
+        s.fire(0, (t, "{}"), Partials(1, D(q), D(q), D(q), latest_key=lk), A.MAX, model)
     s.fold(130)
     (acc,) = s.all_windows(0)
-    assert (acc.n, acc.q_sum, acc.q_min, acc.q_max) == (3, D(13), D(2), D(7))
+    assert (acc.event_count, acc.q_sum, acc.q_min, acc.q_max) == (3, D(13), D(2), D(7))
     assert acc.latest_key.endswith("\x004")  # the latest event (t = 120 s) has 4
