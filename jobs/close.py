@@ -28,6 +28,7 @@ from meterflow.cli.args import add_catalog_args, utc_time
 from meterflow.credits import Grant
 from meterflow.invoicing import FinalInvoice, Invoice, Line, adjustment_lines, build_invoice
 from meterflow.invoicing import invoice_id as make_invoice_id
+from meterflow.money import currency, format_amount
 from meterflow.period_usage import StoredEvent, period_usage
 from meterflow.settings import Settings
 from meterflow.subscriptions import (
@@ -241,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     for inv in invoices[:20]:
         span = f"{inv.period.start:%Y-%m-%d}..{inv.period.end:%Y-%m-%d}"
         print(
-            f"{inv.invoice_id}  {inv.customer_id}  {span}  {inv.currency} {inv.total}  "
+            f"{inv.invoice_id}  {inv.customer_id}  {span}  {inv.currency} "
+            f"{format_amount(inv.total, currency(inv.currency))}  "
             f"({len(inv.lines)} lines)"
         )
     if len(invoices) > 20:

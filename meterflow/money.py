@@ -80,3 +80,16 @@ def round_amount(amount: Decimal, currency: Currency) -> Decimal:
     rounded = amount.quantize(currency.quantum, rounding=ROUND_HALF_UP, context=ctx)
     # -0.004 rounds to -0.00; an invoice line must not show a negative zero.
     return rounded.copy_abs() if rounded.is_zero() else rounded
+
+
+def format_amount(amount: Decimal, currency: Currency) -> str:
+    """`amount` as an invoice shows it: exactly the currency's minor units (1.8 USD -> "1.80",
+    1800 JPY -> "1800"). Display never rounds: an amount with more digits than the currency has
+    (an unrounded per-window amount) is printed in full rather than made to look billed."""
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        raise ValueError(f"amount must be a finite Decimal, got {amount!r}")
+    ctx = Context(prec=max(28, amount.adjusted() + currency.minor_units + 2))
+    shown = amount.quantize(currency.quantum, context=ctx)
+    if shown != amount:
+        return f"{amount.normalize(ctx):f}"
+    return f"{(shown.copy_abs() if shown.is_zero() else shown):f}"

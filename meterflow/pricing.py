@@ -319,7 +319,14 @@ class Percentage(PriceModel):
 
 @dataclass(frozen=True)
 class FreeUnits(PriceModel):
-    """The first `free_units` of the period's quantity cost nothing; the rest go to `inner`."""
+    """The first `free_units` of the period's meter quantity cost nothing; `inner` prices the rest.
+
+    The units come off the quantity before the inner model sees it, so on a percentage charge
+    free units are units of the metered value (e.g. the first 1,000 USD of payments carry no
+    fee), not an amount taken off the fee. A percentage with per-event bounds is refused: its
+    fee is clamped event by event, and which events the free units cover would depend on their
+    order, which neither a window nor a close can decide the same way (decision 0008).
+    """
 
     free_units: Decimal
     inner: PriceModel
@@ -328,24 +335,19 @@ class FreeUnits(PriceModel):
         _check_amount("free_units", self.free_units)
         if not isinstance(self.inner, PriceModel):
             raise PriceModelError("inner", f"must be a PriceModel, got {self.inner!r}")
-
-    @property
-    def needs_events(self) -> bool:
-        return self.inner.needs_events
+        if self.inner.needs_events:
+            raise PriceModelError(
+                "free_units",
+                "cannot be combined with per_event_min / per_event_max: the free units would "
+                "have to be assigned to individual events",
+            )
 
     def _price(self, q: Decimal) -> Decimal:
-        return self.inner.price(max(ZERO, q - self.free_units))
-
-    def _event_quantity(self, value: Decimal) -> Decimal:
-        return self.inner.event_quantity(value)
+        rest = max(ZERO, q - self.free_units)
+        return self.inner.price(self.inner.event_quantity(rest))
 
     def describe(self) -> str:
         return f"first {plain(self.free_units)} units free, then {self.inner.describe()}"
-
-
-def has_per_event_bounds(model: PriceModel) -> bool:
-    """True when the amount needs the individual event values, not just the meter quantity."""
-    return model.needs_events
 
 
 def charge_amount(model: PriceModel, quantity: Decimal, values: Sequence[Decimal]) -> Decimal:

@@ -158,7 +158,7 @@ def cmd_invoices(settings: Settings, args: argparse.Namespace) -> None:
             span = f"{h.period_start:%Y-%m-%d}..{h.period_end:%Y-%m-%d}"
             print(
                 f"{h.invoice_id}  {h.customer_id}  {span}  {h.plan} v{h.price_version}  "
-                f"{h.currency} {h.total}"
+                f"{h.currency} {_money(h.total, h.currency)}"
             )
         print(f"{len(rows)} invoices")
         return
@@ -176,10 +176,11 @@ def cmd_invoices(settings: Settings, args: argparse.Namespace) -> None:
     for r in rows:
         print(
             f"  {r.meter:<24} quantity {r.billed_quantity.normalize():f} -> "
-            f"{r.shadow_quantity.normalize():f}   amount {r.billed_amount} -> {r.shadow_amount}"
-            f"   difference {r.difference}"
+            f"{r.shadow_quantity.normalize():f}   amount {_money(r.billed_amount, r.currency)} -> "
+            f"{_money(r.shadow_amount, r.currency)}   difference {_money(r.difference, r.currency)}"
         )
-    print(f"total difference {sum((r.difference for r in rows), Decimal(0))}")
+    total = sum((r.difference for r in rows), Decimal(0))
+    print(f"total difference {_money(total, rows[0].currency) if rows else '0'}")
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> None:
@@ -189,8 +190,9 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> None:
     rows = bc.reconcile(settings, cat.book, cat.meters, args.customer)
     for r in rows:
         print(
-            f"{r.invoice_id}  {r.meter:<22} streamed {r.streamed}  closed {r.closed}  "
-            f"gap {r.gap}  late events {r.late_events}  {r.status}"
+            f"{r.invoice_id}  {r.meter:<22} streamed {_money(r.streamed, r.currency)}  "
+            f"closed {_money(r.closed, r.currency)}  gap {_money(r.gap, r.currency)}  "
+            f"late events {r.late_events}  {r.status}"
         )
     bad = [r for r in rows if r.status == "UNEXPLAINED"]
     print(f"{len(rows)} lines, {len(bad)} with an unexplained gap")
@@ -217,7 +219,8 @@ def cmd_credits(settings: Settings, args: argparse.Namespace) -> None:
         state = "usable" if b.usable else ("expired" if b.expired else "not usable now")
         expires = f"{g.expires_at:%Y-%m-%d}" if g.expires_at else "never"
         print(
-            f"{g.customer_id}  {g.id}  {g.currency} {g.amount} granted, {b.remaining} remaining"
+            f"{g.customer_id}  {g.id}  {g.currency} {_money(g.amount, g.currency)} granted, "
+            f"{_money(b.remaining, g.currency)} remaining"
             f"  (priority {g.priority}, expires {expires}, {state})"
         )
 
@@ -248,6 +251,16 @@ def cmd_alerts(settings: Settings, args: argparse.Namespace) -> None:
     except DeliveryError as exc:
         raise UserError(f"webhook {args.url}: {exc}") from None
     print(f"delivered {res.sent} alerts ({res.attempts} attempts)")
+
+
+def _money(amount: Decimal, code: str) -> str:
+    """An amount with its currency's minor units (a currency we cannot bill in: as stored)."""
+    from meterflow.money import currency, format_amount
+
+    try:
+        return format_amount(amount, currency(code))
+    except ValueError:
+        return f"{amount:f}"
 
 
 class UserError(Exception):

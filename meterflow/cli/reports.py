@@ -18,7 +18,7 @@ from connectors import ledger
 from connectors.clickhouse import connect
 from meterflow.invoicing import USAGE, Line, usage_lines
 from meterflow.meters import Meter
-from meterflow.money import round_amount
+from meterflow.money import currency, format_amount, round_amount
 from meterflow.period_usage import LineUsage, period_usage
 from meterflow.price_book import PriceBook
 from meterflow.rating import rateable
@@ -53,6 +53,11 @@ def explain(settings: Settings, invoice_id: str, meters: Sequence[Meter]) -> str
     inv = load_invoice(connect(settings, db), db, invoice_id)
     h = inv.header
     by_id = {m.id: m for m in meters}
+    cur = currency(h.currency)
+
+    def money(amount: Decimal) -> str:
+        return format_amount(amount, cur)
+
     out = [
         f"invoice {h.invoice_id}  customer {h.customer_id}  subscription {h.subscription_id}",
         f"period {h.period_start:%Y-%m-%d %H:%M} .. {h.period_end:%Y-%m-%d %H:%M} UTC  "
@@ -61,7 +66,7 @@ def explain(settings: Settings, invoice_id: str, meters: Sequence[Meter]) -> str
     ]
     for no, ln in inv.lines:
         what = f"{ln.meter} v{ln.meter_version}" if ln.meter else ln.kind
-        out.append(f"line {no}: {ln.kind:<10} {what:<24} {h.currency} {ln.amount}")
+        out.append(f"line {no}: {ln.kind:<10} {what:<24} {h.currency} {money(ln.amount)}")
         if ln.pricing:
             out.append(f"    rule: {ln.pricing} (plan {ln.plan} version {ln.price_version})")
         if ln.meter:
@@ -79,8 +84,9 @@ def explain(settings: Settings, invoice_id: str, meters: Sequence[Meter]) -> str
             out.append(f"    events: {ledger.line_events_sql(db, h.customer_id, p, meter)}")
     out.append("")
     out.append(
-        f"subtotal {h.subtotal}  credits {h.credits}  total {h.currency} {h.total}  "
-        f"(sum of lines {sum((ln.amount for _, ln in inv.lines), Decimal(0))})"
+        f"subtotal {money(h.subtotal)}  credits {money(h.credits)}  "
+        f"total {h.currency} {money(h.total)}  "
+        f"(sum of lines {money(sum((ln.amount for _, ln in inv.lines), Decimal(0)))})"
     )
     return "\n".join(out)
 
@@ -109,6 +115,7 @@ class RerateRow:
     shadow_quantity: Decimal
     billed_amount: Decimal
     shadow_amount: Decimal
+    currency: str
 
     @property
     def difference(self) -> Decimal:
@@ -152,6 +159,7 @@ def rerate(
                 s.quantity if s else Decimal(0),
                 b.amount if b else Decimal(0),
                 s.amount if s else Decimal(0),
+                plan.currency.code,
             )
         )
     return rows
@@ -201,7 +209,7 @@ def reconcile(
             s_amount = streamed.get(key)
             s = round_amount(s_amount, plan.currency) if s_amount is not None else Decimal(0)
             n_late = 0
-            if charge is None or meter is None or not rateable(meter.aggregation, charge.model):
+            if charge is None or meter is None or not rateable(meter.aggregation):
                 status = "close only"
             elif not ln.event_count and s_amount is None:
                 status = "no usage"  # a fee due at zero usage: no window ever carried it

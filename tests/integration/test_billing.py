@@ -342,7 +342,7 @@ def test_each_line_names_its_versions_and_events(billed):
                 1,
             )
             # the explain query lists exactly the line's events (run on ClickHouse 18.16)
-            sql = bc.events_query(db, inv.customer_id, inv.period, meters[ln.meter])
+            sql = ledger.line_events_sql(db, inv.customer_id, inv.period, meters[ln.meter])
             # (the after-close event is listed too: it is billed by an adjustment, tested below)
             ids = [r[0] for r in scratch.ch().execute(sql) if r[0] != b["late_event"].event_id]
             assert len(ids) == ln.event_count

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meterflow.money import Currency, currency, round_amount
+from meterflow.money import Currency, currency, format_amount, round_amount
 
 USD, JPY, BHD = currency("USD"), currency("JPY"), currency("BHD")
 
@@ -86,3 +86,25 @@ def test_rounding_is_nearest_and_idempotent(amount, cur):
 @given(AMOUNTS, st.sampled_from([USD, JPY, BHD]))
 def test_rounding_is_symmetric(amount, cur):
     assert round_amount(-amount, cur) == -round_amount(amount, cur)
+
+
+@pytest.mark.parametrize(
+    ("amount", "code", "shown"),
+    [
+        ("1.8", "USD", "1.80"),  # the reconcile line that printed "closed 1.8"
+        ("1.800000000000", "USD", "1.80"),  # as read back from Decimal(38, 12)
+        ("0", "USD", "0.00"),
+        ("-0.00", "USD", "0.00"),  # never a negative zero
+        ("-12.5", "EUR", "-12.50"),
+        ("1800", "JPY", "1800"),  # no minor units
+        ("2.5", "KWD", "2.500"),  # three minor units
+        ("1E+3", "USD", "1000.00"),  # positional, never exponent notation
+    ],
+)
+def test_format_amount_shows_the_currency_minor_units(amount, code, shown):
+    assert format_amount(Decimal(amount), currency(code)) == shown
+
+
+def test_format_amount_never_rounds_an_unrounded_amount():
+    # a per-window streamed amount such as 0.0145 USD keeps its digits: display is not billing
+    assert format_amount(Decimal("0.0145"), currency("USD")) == "0.0145"

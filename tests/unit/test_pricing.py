@@ -29,7 +29,6 @@ from meterflow.pricing import (
     Tier,
     Volume,
     charge_amount,
-    has_per_event_bounds,
     true_up,
 )
 from meterflow.testing.scenario import SCENARIO_METERS
@@ -73,7 +72,11 @@ PACKAGE = st.builds(Package, _decimals(D("0.001"), 10**6, 3), PRICE)
 FLAT_FEE = st.builds(FlatFee, FEE, _decimals(0, 10**6, 2), PRICE)
 PERCENTAGE = percentages()
 MONOTONIC_BASE = st.one_of(PER_UNIT, GRADUATED, PACKAGE, FLAT_FEE, PERCENTAGE)
-MONOTONIC = MONOTONIC_BASE | st.builds(FreeUnits, _decimals(0, 10**6, 3), MONOTONIC_BASE)
+# free units cannot wrap a percentage clamped per event (see test_free_units_refuse_...)
+FREE_INNER = st.one_of(
+    PER_UNIT, GRADUATED, PACKAGE, FLAT_FEE, st.builds(Percentage, _decimals(0, 1, 4))
+)
+MONOTONIC = MONOTONIC_BASE | st.builds(FreeUnits, _decimals(0, 10**6, 3), FREE_INNER)
 ANY_MODEL = MONOTONIC | VOLUME | st.builds(FreeUnits, _decimals(0, 10**6, 3), VOLUME)
 
 
@@ -134,9 +137,11 @@ def test_package_buys_the_fewest_whole_packages(model: Package, q: D):
 
 
 @settings(deadline=None)
-@given(MONOTONIC_BASE | VOLUME, _decimals(0, 10**6, 3), QTY)
+@given(FREE_INNER | VOLUME, _decimals(0, 10**6, 3), QTY)
 def test_free_units_shift_the_inner_price(inner: PriceModel, free: D, q: D):
-    assert FreeUnits(free, inner).price(q) == inner.price(max(D(0), q - free))
+    # the free units come off the meter quantity, before the inner model maps it
+    rest = max(D(0), q - free)
+    assert FreeUnits(free, inner).price(q) == inner.price(inner.event_quantity(rest))
 
 
 @settings(deadline=None)
@@ -273,24 +278,33 @@ def test_free_units_amount():
     assert FreeUnits(D(100), PerUnit(D(1))).price(D(250)) == D(150)  # (250 - 100) * 1
     assert FreeUnits(D(100), PerUnit(D(1))).price(D(50)) == 0
     assert FreeUnits(D(10), FlatFee(D(49))).price(D(5)) == D(49)  # the inner fee stays due
-    inner = Percentage(D("0.5"), per_event_min=D(1))
-    assert FreeUnits(D(2), inner).event_quantity(D(1)) == D(1)  # max(0.5, 1), delegated
-    assert FreeUnits(D(2), inner).needs_events
+
+
+def test_free_units_on_a_percentage_come_off_the_value_before_the_rate():
+    # "the first 1,000 units of the period are free": units of the metered value (payments)
+    model = FreeUnits(D(1000), Percentage(D("0.029")))
+    assert not model.needs_events
+    assert model.price(D(1500)) == D("14.500")  # (1500 - 1000) * 0.029, not 1500 * 0.029 - 1000
+    assert model.price(D(800)) == 0  # all 800 units within the free 1,000
+    assert charge_amount(model, D(1500), [D(700), D(800)]) == D("14.500")  # same from the total
+
+
+def test_free_units_refuse_a_percentage_with_per_event_bounds():
+    # which events the free units would cover depends on their order: refused, not guessed
+    with pytest.raises(PriceModelError, match=r"free_units: .* per_event_min"):
+        FreeUnits(D(2), Percentage(D("0.5"), per_event_min=D(1)))
 
 
 def test_charge_amount_uses_event_values_only_for_per_event_bounds():
     bounded = Percentage(D("0.029"), D("0.30"), D(5))
     values = [D(100), D(5), D(1000)]
-    assert has_per_event_bounds(bounded)
+    assert bounded.needs_events
     assert charge_amount(bounded, D(1105), values) == D("8.200")  # 2.9 + 0.30 + 5
     assert charge_amount(bounded, D(0), []) == 0
     unbounded = Percentage(D("0.1"))
-    assert not has_per_event_bounds(unbounded)
+    assert not unbounded.needs_events
     assert charge_amount(unbounded, D("6.5"), [D(2), D("4.5")]) == D("0.65")  # 6.5 * 0.1
     assert charge_amount(PerUnit(D(2)), D(3), []) == D(6)  # 3 * 2
-    free = FreeUnits(D(1), bounded)
-    assert has_per_event_bounds(free)
-    assert charge_amount(free, D(1105), values) == D("7.200")  # 8.20 - 1 free
 
 
 @pytest.mark.parametrize(
@@ -454,7 +468,7 @@ def _load(tmp_path, data: Any):
     return path, load_price_book(path)
 
 
-def test_numbers_may_be_strings_ints_or_yaml_floats(tmp_path):
+def test_numbers_may_be_strings_or_ints(tmp_path):
     text = """
 plans:
   - id: p
@@ -463,11 +477,23 @@ plans:
       - version: 1
         effective_from: 2026-01-01
         charges:
-          m: {model: flat_fee, fee: "49", included_units: 10, overage_unit_price: 0.1}
+          m: {model: flat_fee, fee: "49", included_units: 10, overage_unit_price: "0.1"}
 """
     _, book = _load(tmp_path, text)
     model = book.plan("p").version(1).charges["m"].model
     assert model == FlatFee(D(49), D(10), D("0.1"))  # 0.1 exactly, not the binary float
+
+
+def test_bare_yaml_floats_are_refused(tmp_path):
+    # str() of the float would give 1.2345678901234568e+16 here: a silently different price
+    text = yaml.safe_dump(_book()).replace("'1'", "12345678901234567.89")
+    with pytest.raises(PriceConfigError) as err:
+        _load(tmp_path, text)
+    assert str(err.value) == (
+        f"{tmp_path / 'prices.yaml'}: plan 'p' version 1: charge 'm': field 'unit_price': "
+        'must be a quoted decimal string like "1.5" or an integer, '
+        "not the YAML float 1.2345678901234568e+16"
+    )
 
 
 def test_effective_from_accepts_datetimes_as_utc(tmp_path):
