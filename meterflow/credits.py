@@ -26,6 +26,8 @@ from typing import Any
 from meterflow.definitions import (
     ItemContext,
     decimal,
+    item_list,
+    optional_later_timestamp,
     read_yaml,
     required_name,
     required_timestamp,
@@ -199,14 +201,7 @@ def parse_grant(raw: Any, source: str) -> Grant:
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ctx.error("priority", f"must be an integer, got {priority!r}")
     effective = required_timestamp(ctx, "effective_at", raw.get("effective_at"))
-    expires = None
-    if raw.get("expires_at") is not None:
-        expires = required_timestamp(ctx, "expires_at", raw["expires_at"])
-        if expires <= effective:
-            raise ctx.error(
-                "expires_at",
-                f"{expires.isoformat()} is not after effective_at {effective.isoformat()}",
-            )
+    expires = optional_later_timestamp(ctx, raw, "expires_at", "effective_at", effective)
     return Grant(
         id=gid,
         customer_id=required_name(ctx, "customer_id", raw.get("customer_id")),
@@ -220,9 +215,7 @@ def parse_grant(raw: Any, source: str) -> Grant:
 
 def parse_grants(data: Any, source: str) -> list[Grant]:
     ctx = _file_ctx(source)
-    if not isinstance(data, dict) or not isinstance(data.get("grants"), list):
-        raise ctx.error("grants", "the file must contain `grants: [ ... ]`")
-    grants = [parse_grant(g, source) for g in data["grants"]]
+    grants = [parse_grant(g, source) for g in item_list(ctx, data, "grants")]
     unique_ids(ctx, "grant", (g.id for g in grants))
     return grants
 

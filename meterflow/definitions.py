@@ -81,6 +81,13 @@ def unknown_fields(
         raise ctx.error(unknown[0], f"{kind} (allowed: {sorted(allowed)})")
 
 
+def item_list(ctx: ItemContext, data: Any, key: str) -> list[Any]:
+    """`data[key]`: the list of items a definition file is made of; refuses any other file."""
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise ctx.error(key, f"the file must contain `{key}: [ ... ]`")
+    return data[key]
+
+
 def unique_ids(ctx: ItemContext, kind: str, ids: Iterable[str]) -> None:
     """Refuses an id defined twice; `ctx` is the file's context."""
     seen: set[str] = set()
@@ -155,3 +162,16 @@ def required_timestamp(ctx: ItemContext, fld: str, v: Any) -> datetime:
         return parse_utc(v)
     except ValueError as exc:
         raise ctx.error(fld, str(exc)) from None
+
+
+def optional_later_timestamp(
+    ctx: ItemContext, raw: Mapping[str, Any], fld: str, after_fld: str, after: datetime
+) -> datetime | None:
+    """`raw[fld]` as a timestamp strictly after `after` (the value of `after_fld`): the end of
+    a span that may be open. None when absent or null."""
+    if raw.get(fld) is None:
+        return None
+    value = required_timestamp(ctx, fld, raw[fld])
+    if value <= after:
+        raise ctx.error(fld, f"{value.isoformat()} is not after {after_fld} {after.isoformat()}")
+    return value

@@ -18,6 +18,7 @@ from meterflow.definitions import (
     boolean,
     decimal,
     identifier,
+    item_list,
     positive_int,
     read_yaml,
     required_name,
@@ -317,9 +318,7 @@ def parse_meter(raw: Any, source: str) -> Meter:
 
 def parse_meters(data: Any, source: str) -> list[Meter]:
     ctx = _file_ctx(source)
-    if not isinstance(data, dict) or not isinstance(data.get("meters"), list):
-        raise ctx.error("meters", "the file must contain `meters: [ ... ]`")
-    meters = [parse_meter(m, source) for m in data["meters"]]
+    meters = [parse_meter(m, source) for m in item_list(ctx, data, "meters")]
     unique_ids(ctx, "meter", (m.id for m in meters))
     if not meters:
         raise ctx.error("meters", "no meters defined")

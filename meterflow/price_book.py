@@ -17,6 +17,7 @@ from meterflow.definitions import (
     boolean,
     decimal,
     identifier,
+    item_list,
     optional_decimal,
     positive_int,
     read_yaml,
@@ -289,10 +290,9 @@ def _plan(ctx: ItemContext, raw: Any) -> Plan:
 
 def parse_price_book(data: Any, source: str) -> PriceBook:
     ctx = ItemContext(source, PriceConfigError)
-    if not isinstance(data, dict) or not isinstance(data.get("plans"), list):
-        raise ctx.error("plans", "the file must contain `plans: [ ... ]`")
+    items = item_list(ctx, data, "plans")
     unknown_fields(ctx, data, {"plans"}, "top-level")
-    parsed = [_plan(ctx, raw) for raw in data["plans"]]
+    parsed = [_plan(ctx, raw) for raw in items]
     unique_ids(ctx, "plan", (p.id for p in parsed))
     plans = {p.id: p for p in parsed}
     if not plans:

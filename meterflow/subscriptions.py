@@ -36,6 +36,8 @@ from typing import Any
 from meterflow.definitions import (
     ItemContext,
     identifier,
+    item_list,
+    optional_later_timestamp,
     read_yaml,
     required_name,
     required_timestamp,
@@ -278,11 +280,7 @@ def parse_subscription(raw: Any, source: str) -> Subscription:
     if isinstance(months, bool) or not isinstance(months, int) or months not in PERIOD_MONTHS:
         raise ctx.error("period_months", f"must be one of {list(PERIOD_MONTHS)}, got {months!r}")
     start = required_timestamp(ctx, "start", raw.get("start"))
-    end = None
-    if raw.get("end") is not None:
-        end = required_timestamp(ctx, "end", raw["end"])
-        if end <= start:
-            raise ctx.error("end", f"{end.isoformat()} is not after start {start.isoformat()}")
+    end = optional_later_timestamp(ctx, raw, "end", "start", start)
     return Subscription(
         id=sid,
         customer_id=required_name(ctx, "customer_id", raw.get("customer_id")),
@@ -297,9 +295,7 @@ def parse_subscription(raw: Any, source: str) -> Subscription:
 
 def parse_subscriptions(data: Any, source: str) -> list[Subscription]:
     ctx = _file_ctx(source)
-    if not isinstance(data, dict) or not isinstance(data.get("subscriptions"), list):
-        raise ctx.error("subscriptions", "the file must contain `subscriptions: [ ... ]`")
-    subs = [parse_subscription(s, source) for s in data["subscriptions"]]
+    subs = [parse_subscription(s, source) for s in item_list(ctx, data, "subscriptions")]
     unique_ids(ctx, "subscription", (s.id for s in subs))
     for customer, group in subscriptions_by_customer(subs).items():
         clash = _overlap(group)

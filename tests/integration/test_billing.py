@@ -27,6 +27,7 @@ from meterflow.price_book import load_price_book, parse_price_book
 from meterflow.settings import REPO_ROOT
 from meterflow.subscriptions import load_subscriptions
 from meterflow.testing.scenario import Record, ScenarioConfig, encode, flush_phase, generate
+from meterflow.wire import split_confluent_frame
 from tests.integration.conftest import kill_job
 from tests.integration.expected import (
     WINDOWS_SQL,
@@ -388,9 +389,11 @@ def test_quota_alerts_fire_once_per_threshold_to_topic_and_table(billed):
     )
     assert {(c, m, p, bool(h)) for c, m, p, h, _ in rows} == want
     schema = fastavro.parse_schema(json.loads((REPO_ROOT / "schemas/alert/v1.avsc").read_text()))
-    decoded = [
-        fastavro.schemaless_reader(io.BytesIO(m.value()[5:]), schema) for m in b["alert_records"]
-    ]
+    decoded = []
+    for m in b["alert_records"]:
+        frame = split_confluent_frame(m.value())
+        assert frame is not None, "alert record is not Confluent-framed"
+        decoded.append(fastavro.schemaless_reader(io.BytesIO(frame[1]), schema))
     assert sorted(d["alert_id"] for d in decoded) == sorted(r[4] for r in rows)  # once each
     assert {(d["customer_id"], d["meter"], d["threshold_pct"], d["hard_cap"]) for d in decoded} == (
         want

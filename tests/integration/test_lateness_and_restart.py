@@ -14,6 +14,7 @@ import fastavro
 from connectors.producer import produce_raw
 from meterflow.settings import REPO_ROOT
 from meterflow.testing.scenario import Record, ScenarioConfig, flush_phase, generate
+from meterflow.wire import split_confluent_frame
 from tests.integration.conftest import kill_job, make_scratch
 from tests.integration.expected import (
     WINDOWS_SQL,
@@ -49,6 +50,16 @@ def _produce(scratch, records: list[Record]) -> None:
 
 def _windows(scratch):
     return actual_windows(scratch.query(WINDOWS_SQL))
+
+
+def _wait_for_windows(scratch, what: str, expected: dict, job) -> None:
+    """Waits until the stored windows are `expected`; a timeout shows how they differ."""
+    scratch.wait_for(
+        what,
+        lambda: _windows(scratch) == expected,
+        job=job,
+        describe=lambda: window_diff(_windows(scratch), expected),
+    )
 
 
 def _count(scratch, table: str) -> int:
@@ -88,12 +99,7 @@ def test_allowed_lateness_re_emits_and_beyond_lateness_goes_to_late_outputs(scra
         _produce(scratch, phase2)
         _produce(scratch, flush)
         expected = expected_windows(sc.accepted)
-        scratch.wait_for(
-            "all windows",
-            lambda: _windows(scratch) == expected,
-            job=job,
-            describe=lambda: window_diff(_windows(scratch), expected),
-        )
+        _wait_for_windows(scratch, "all windows", expected, job)
         scratch.wait_for(
             "late events", lambda: _count(scratch, "late_events") == len(sc.late), job=job
         )
@@ -193,7 +199,7 @@ def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
         alerts_topic = scratch.settings.alerts_topic
 
         def alert_ids() -> list[bytes]:
-            return [m.value()[5:] for m in scratch.topic_records(alerts_topic, 2)]
+            return [m.value() for m in scratch.topic_records(alerts_topic, 2)]
 
         scratch.wait_for(
             "alerts committed",
@@ -228,9 +234,11 @@ def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
         assert rated == want
 
 
-def _alert_id(avro_body: bytes) -> str:
+def _alert_id(payload: bytes) -> str:
+    frame = split_confluent_frame(payload)
+    assert frame is not None, "alert record is not Confluent-framed"
     schema = fastavro.parse_schema(json.loads((REPO_ROOT / "schemas/alert/v1.avsc").read_text()))
-    return fastavro.schemaless_reader(io.BytesIO(avro_body), schema)["alert_id"]
+    return fastavro.schemaless_reader(io.BytesIO(frame[1]), schema)["alert_id"]
 
 
 def test_a_silent_partition_does_not_stall_windows(scratch):
@@ -244,12 +252,7 @@ def test_a_silent_partition_does_not_stall_windows(scratch):
         # a late-running clock on the active partition only: windows must still close
         _produce(scratch, flush_phase(sc, cfg, at=head + timedelta(hours=2)))
         expected = expected_windows(sc.accepted)
-        scratch.wait_for(
-            "windows closed with one partition silent",
-            lambda: _windows(scratch) == expected,
-            job=job,
-            describe=lambda: window_diff(_windows(scratch), expected),
-        )
+        _wait_for_windows(scratch, "windows closed with one partition silent", expected, job)
     finally:
         kill_job(job)
     parts = {p for (p,) in scratch.query("SELECT DISTINCT kafka_partition FROM {db}.events")}

@@ -198,12 +198,6 @@ def _wait(what: str, check, timeout: float, alive: list[subprocess.Popen]) -> No
         time.sleep(0.25)
 
 
-def _killpg(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
-
-
 # ----------------------------------------------------------------------------- the test
 
 
@@ -269,7 +263,7 @@ def _outage_and_crash(scratch: Scratch, broker: Broker, files: ClientFiles) -> N
             timeout=60,
             alive=[job, client],
         )
-        _killpg(client)  # ...and is SIGKILLed mid-stream
+        kill_job(client)  # ...and is SIGKILLed mid-stream
         at_kill = files.read_stats()
         lap("deliveries resumed")
 
@@ -294,7 +288,7 @@ def _outage_and_crash(scratch: Scratch, broker: Broker, files: ClientFiles) -> N
         lap("all accepted ids stored")
     finally:
         kill_job(job)
-        _killpg(client)
+        kill_job(client)
 
     stored = _stored_ids(scratch)
     count, distinct = scratch.query("SELECT count(), uniqExact(event_id) FROM {db}.events FINAL")[0]

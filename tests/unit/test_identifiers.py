@@ -120,18 +120,6 @@ def test_the_problem_is_one_line_with_a_short_value(kind: IdentifierKind):
 # ------------------------------------------------------------------------------------ meters
 
 
-def _meter(**fields: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "id": "m",
-        "version": 1,
-        "event_name": "e",
-        "aggregation": "SUM",
-        "quantity": {"from": "value"},
-    }
-    base.update(fields)
-    return base
-
-
 def _meter_error(meter: dict[str, Any]) -> str:
     with pytest.raises(MeterConfigError) as err:
         parse_meters({"meters": [meter]}, "meters.yaml")
@@ -139,16 +127,16 @@ def _meter_error(meter: dict[str, Any]) -> str:
     return str(err.value)
 
 
-def test_meter_id_error_names_file_meter_and_field():
-    assert _meter_error(_meter(id='a"b')) == (
+def test_meter_id_error_names_file_meter_and_field(meter_def):
+    assert _meter_error(meter_def(id='a"b')) == (
         "meters.yaml: meter 'a\"b': field 'id': must match ^[a-z][a-z0-9_]{0,62}$ "
         "(lower-case letters, digits and _, a letter first, at most 63), got 'a\"b'"
     )
 
 
 @pytest.mark.parametrize("bad", [*HOSTILE, TOO_LONG_NAME, "Calls"])
-def test_meter_ids_are_names(bad):
-    msg = _meter_error(_meter(id=bad))
+def test_meter_ids_are_names(meter_def, bad):
+    msg = _meter_error(meter_def(id=bad))
     assert msg.startswith(f"meters.yaml: meter {bad!r}: field 'id': ")
 
 
@@ -171,24 +159,24 @@ def _property_cases(bad: str) -> list[tuple[dict[str, Any], str]]:
 
 
 @pytest.mark.parametrize("bad", [b for b in HOSTILE if b] + [TOO_LONG_PROPERTY])
-def test_meter_property_names_are_checked_wherever_they_appear(bad):
+def test_meter_property_names_are_checked_wherever_they_appear(meter_def, bad):
     for fields, fld in _property_cases(bad):
-        meter = _meter(**fields)
+        meter = meter_def(**fields)
         if meter.get("quantity") is None:
             del meter["quantity"]
         msg = _meter_error(meter)
         assert msg.startswith(f"meters.yaml: meter 'm': field {fld!r}: "), msg
 
 
-def test_empty_group_by_entries_keep_their_message():
-    assert "must be a list of property names" in _meter_error(_meter(group_by=[""]))
+def test_empty_group_by_entries_keep_their_message(meter_def):
+    assert "must be a list of property names" in _meter_error(meter_def(group_by=[""]))
 
 
-def test_meter_values_that_are_data_stay_free_form():
+def test_meter_values_that_are_data_stay_free_form(meter_def):
     (m,) = parse_meters(
         {
             "meters": [
-                _meter(
+                meter_def(
                     event_name="api call / v2",
                     quantity={
                         "from": "property",

@@ -13,16 +13,8 @@ from meterflow.meters import (
 )
 
 
-def _one(**fields):
-    base = {
-        "id": "m",
-        "version": 1,
-        "event_name": "e",
-        "aggregation": "SUM",
-        "quantity": {"from": "value"},
-    }
-    base.update(fields)
-    return parse_meters({"meters": [base]}, "meters.yaml")[0]
+def _one(raw):
+    return parse_meters({"meters": [raw]}, "meters.yaml")[0]
 
 
 def test_shipped_meter_file_loads():
@@ -55,9 +47,9 @@ def test_shipped_meter_file_loads():
         ({"colour": "red"}, "colour"),
     ],
 )
-def test_config_errors_name_file_meter_and_field(fields, field_name):
+def test_config_errors_name_file_meter_and_field(meter_def, fields, field_name):
     with pytest.raises(MeterConfigError) as err:
-        _one(**fields)
+        _one(meter_def(**fields))
     assert str(err.value).startswith("meters.yaml: meter 'm': field ")
     assert f"field {field_name!r}" in str(err.value)
 
@@ -75,20 +67,23 @@ def test_invalid_yaml_names_the_file(tmp_path):
         load_meters(f)
 
 
-def test_weighted_quantity_uses_table_then_default():
+def test_weighted_quantity_uses_table_then_default(meter_def):
     m = _one(
-        quantity={
-            "from": "value",
-            "multiply_by": {"property": "model", "table": {"big": "2.5"}, "default": "1"},
-        }
+        meter_def(
+            quantity={
+                "from": "value",
+                "multiply_by": {"property": "model", "table": {"big": "2.5"}, "default": "1"},
+            }
+        )
     )
     assert m.measure(Decimal(4), {"model": "big"}) == Decimal(10)
     assert m.measure(Decimal(4), {"model": "other"}) == Decimal(4)
     assert m.measure(Decimal(4), {}) == Decimal(4)
 
 
-def test_weighted_quantity_without_default_refuses_unknown_keys():
-    m = _one(quantity={"from": "value", "multiply_by": {"property": "model", "table": {"a": "2"}}})
+def test_weighted_quantity_without_default_refuses_unknown_keys(meter_def):
+    multiply_by = {"property": "model", "table": {"a": "2"}}
+    m = _one(meter_def(quantity={"from": "value", "multiply_by": multiply_by}))
     with pytest.raises(QuantityError) as err:
         m.measure(Decimal(1), {"model": "b"})
     assert err.value.reason == "UNKNOWN_MULTIPLIER_KEY"
@@ -104,15 +99,15 @@ def test_weighted_quantity_without_default_refuses_unknown_keys():
         ("1e26", "QUANTITY_OUT_OF_RANGE"),
     ],
 )
-def test_bad_property_quantities_have_reason_codes(text, reason):
-    m = _one(quantity={"from": "property", "property": "n"})
+def test_bad_property_quantities_have_reason_codes(meter_def, text, reason):
+    m = _one(meter_def(quantity={"from": "property", "property": "n"}))
     with pytest.raises(QuantityError) as err:
         m.measure(None, {"n": text})
     assert err.value.reason == reason
 
 
-def test_negative_allowed_when_the_meter_says_so():
-    m = _one(quantity={"from": "value", "allow_negative": True})
+def test_negative_allowed_when_the_meter_says_so(meter_def):
+    m = _one(meter_def(quantity={"from": "value", "allow_negative": True}))
     assert m.measure(Decimal(-3), {}) == Decimal(-3)
 
 
