@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 DEMO_EVENTS ?= 20000
 
-.PHONY: help setup up down status run test unit lint fmt clean bench
+.PHONY: help setup up down status run test unit lint fmt clean bench java-test
 
 help:
 	@echo "make setup | up | down | status | run | test | bench | lint | fmt | clean"
@@ -41,12 +41,15 @@ lint: setup
 fmt:
 	@.venv/bin/ruff format . && .venv/bin/ruff check --fix .
 
+java-test: setup  ## JUnit tests of the JVM functions against tests/vectors (offline)
+	@mvn -q -B -o -f java/pom.xml test
+
 unit: setup
 	@.venv/bin/pytest -q tests/unit
 
 # Lint, start the stack, run every test (unit + integration), stop the stack even on failure.
 # pytest exits 5 when it collected no test: that fails here like any other non-zero exit.
-test: setup lint
+test: setup lint java-test
 	@trap 'bash infra/stack.sh down' EXIT; \
 	  bash infra/stack.sh up && $(PY) -m meterflow.cli init && .venv/bin/pytest tests
 

@@ -69,6 +69,26 @@ flink_jars() {
   log "flink jars present"
 }
 
+# The JVM functions of the metering job (java/, docs/decisions/0009), into build/flink-jars where
+# the job loads every jar. Rebuilt only when java/pom.xml or java/src change (stamp = their
+# sha256). The JUnit tests run in `make test` (make java-test, offline): surefire's JUnit provider
+# is fetched here so that run needs nothing from the network.
+java_functions() {
+  local dest="$BUILD/flink-jars" jar="meterflow-flink-functions-0.1.0.jar"
+  local stamp="$BUILD/java-functions.sha256" want
+  want="$(cd "$ROOT/java" && find pom.xml src -type f -print0 | LC_ALL=C sort -z |
+    xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+  if [ -f "$dest/$jar" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    log "java functions up to date"; return
+  fi
+  log "building java functions"
+  mvn -q -B -Dstyle.color=never -f "$ROOT/java/pom.xml" package -DskipTests
+  mvn -q -B -Dstyle.color=never -f "$ROOT/java/pom.xml" dependency:get \
+    -Dartifact=org.apache.maven.surefire:surefire-junit-platform:3.5.2
+  cp "$ROOT/java/target/$jar" "$dest/$jar"
+  echo "$want" > "$stamp"
+}
+
 # Prometheus metrics reporter of the metering job.
 # A local mini-cluster loads metric reporters from its JVM classpath only, not from plugins/
 # (a standalone cluster does), so the reporter PyFlink ships under plugins/ is copied into
@@ -108,6 +128,7 @@ registry() {
 apt_packages
 python_env
 flink_jars
+java_functions
 flink_prometheus_reporter
 kafka_broker
 registry
