@@ -2,7 +2,8 @@
 # Starts/stops the local stack on 127.0.0.1 with all state under var/ (git-ignored):
 #   kafka (single-node KRaft), registry (Apicurio, Confluent-compatible API), clickhouse,
 #   prometheus (scrapes the metering job's Flink reporter and `python -m meterflow.cli.exporter`).
-# usage: infra/stack.sh up|down|status
+# usage: infra/stack.sh up|down|status|start NAME|stop NAME  (NAME: clickhouse, kafka, registry,
+#   prometheus; start/stop one service, e.g. the loader's ClickHouse-outage test)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=versions.env
@@ -108,7 +109,7 @@ render_prometheus() {
   mkdir -p "$conf"
   render "$ROOT/infra/prometheus/prometheus.yml.in" "$conf/prometheus.yml.new" \
     RULES_FILE="$conf/rules.yml" FLINK_TARGETS="$targets" PROMETHEUS_PORT="$PROMETHEUS_PORT" \
-    METERFLOW_EXPORTER_PORT="$METERFLOW_EXPORTER_PORT"
+    METERFLOW_EXPORTER_PORT="$METERFLOW_EXPORTER_PORT" METERFLOW_LOADER_PORT="$METERFLOW_LOADER_PORT"
   cp "$ROOT/infra/prometheus/rules.yml" "$conf/rules.yml.new"
   local f changed=""
   for f in prometheus.yml rules.yml; do
@@ -166,5 +167,10 @@ case "${1:-}" in
     for s in clickhouse kafka registry prometheus; do
       if pid_alive "$s"; then echo "$s: running (pid $(cat "$RUN/$s.pid"))"; else echo "$s: stopped"; fi
     done ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  start|stop)
+    case "${2:-}" in
+      clickhouse|kafka|registry|prometheus) if [ "$1" = start ]; then "start_$2"; else stop "$2"; fi ;;
+      *) echo "usage: $0 $1 clickhouse|kafka|registry|prometheus" >&2; exit 2 ;;
+    esac ;;
+  *) echo "usage: $0 up|down|status|start NAME|stop NAME" >&2; exit 2 ;;
 esac

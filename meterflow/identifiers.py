@@ -16,9 +16,9 @@ backtick, backslash, semicolon, whitespace, control or non-ASCII character.
   filters, group_by): `^[A-Za-z_][A-Za-z0-9_.-]{0,127}$`. Property names come from the
   producers' events, where mixed case, dotted (`http.status`) and dashed (`x-region`) keys are
   usual; they only ever appear as quoted literals, so those characters are safe.
-- TOPIC, for the events topic: Kafka's legal characters `[A-Za-z0-9._-]`, at most 242, so that
-  the derived `<topic>-alerts` (the longest suffix) stays within Kafka's limit of 249; `.` and
-  `..` are refused as Kafka refuses them.
+- TOPIC, for the events topic: Kafka's legal characters `[A-Za-z0-9._-]`, at most 228, so that
+  the longest derived name, the loader's `<topic>-late-events-load-dlq`, stays within Kafka's
+  limit of 249; `.` and `..` are refused as Kafka refuses them.
 
 Free-form values are not identifiers and are not checked here: customer, subscription and
 grant ids (`cust-042`), event names, filter values and multiplier keys are data, bound as
@@ -57,9 +57,9 @@ PROPERTY = IdentifierKind(
     r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$",
     "letters, digits, _ . and -, a letter or _ first, at most 128",
 )
-# 249 is Kafka's limit; 7 is len("-alerts"), the longest suffix Settings derives.
+# 249 is Kafka's limit; 21 is len("-late-events-load-dlq"), the longest suffix derived from it.
 TOPIC = IdentifierKind(
-    r"^[A-Za-z0-9._-]{1,242}$", "letters, digits, . _ and -, at most 242", frozenset({".", ".."})
+    r"^[A-Za-z0-9._-]{1,228}$", "letters, digits, . _ and -, at most 228", frozenset({".", ".."})
 )
 
 

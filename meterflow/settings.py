@@ -57,13 +57,34 @@ class Settings:
     def alerts_topic(self) -> str:
         return f"{self.events_topic}-alerts"
 
+    # The metering job's outputs to ClickHouse, loaded by `meterflow load` (connectors/loader).
+    @property
+    def accepted_topic(self) -> str:
+        return f"{self.events_topic}-accepted"
+
+    @property
+    def late_events_topic(self) -> str:
+        return f"{self.events_topic}-late-events"
+
+    @property
+    def windows_topic(self) -> str:
+        return f"{self.events_topic}-windows"
+
     @property
     def alerts_subject(self) -> str:
         return f"{self.alerts_topic}-value"
 
     @property
     def all_topics(self) -> list[str]:
-        return [self.events_topic, self.dlq_topic, self.late_topic, self.alerts_topic]
+        return [
+            self.events_topic,
+            self.dlq_topic,
+            self.late_topic,
+            self.alerts_topic,
+            self.accepted_topic,
+            self.late_events_topic,
+            self.windows_topic,
+        ]
 
     @property
     def events_subject(self) -> str:

@@ -4,6 +4,7 @@ usage, close billing periods, explain / shadow re-rate invoices, reconcile strea
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -51,6 +52,19 @@ def cmd_job(_settings: Settings, args: argparse.Namespace) -> None:
     from jobs import metering
 
     metering.main(args.job_args)
+
+
+def cmd_load(settings: Settings, args: argparse.Namespace) -> None:
+    from connectors.loader import LoaderConfig, run
+
+    config = LoaderConfig(
+        group_id=args.group_id,
+        max_rows=args.max_rows,
+        max_wait_s=args.max_wait,
+        once=args.once,
+        idle_timeout_s=args.idle_timeout,
+    )
+    sys.exit(run(settings, config, None if args.metrics_port == 0 else args.metrics_port))
 
 
 def _when(text: str | None, what: str) -> datetime | None:
@@ -298,6 +312,15 @@ def main(argv: list[str] | None = None) -> None:
     pr.add_argument("--minutes", type=int, default=3, help="event-time span of the demo traffic")
     pr.add_argument("--seed", type=int, default=7)
     sub.add_parser("job", help="run the streaming metering job (other args go to jobs.metering)")
+    ld = sub.add_parser("load", help="load the job's output topics into ClickHouse")
+    ld.add_argument("--once", action="store_true", help="drain to the current end, then exit")
+    ld.add_argument("--max-rows", type=int, default=50_000, help="rows per table per insert")
+    ld.add_argument("--max-wait", type=float, default=1.0, help="seconds before a batch flushes")
+    ld.add_argument("--group-id", default="meterflow-loader")
+    ld.add_argument("--idle-timeout", type=float, default=15.0, help="--once: stop when idle")
+    ld.add_argument(
+        "--metrics-port", type=int, default=int(os.environ.get("METERFLOW_LOADER_PORT", "9465"))
+    )
     us = sub.add_parser("usage", help="usage windows by customer / meter / dimension / period")
     us.add_argument("--customer", default=None)
     us.add_argument("--meter", default=None)
@@ -340,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         "init": cmd_init,
         "produce": cmd_produce,
         "job": cmd_job,
+        "load": cmd_load,
         "usage": cmd_usage,
         "close": cmd_close,
         "invoices": cmd_invoices,

@@ -32,6 +32,8 @@ import pytest
 import yaml
 
 from connectors.clickhouse import migrations
+from connectors.kafka_admin import delete_topics
+from connectors.loader import routes
 from connectors.producer import produce_raw
 from meterflow.settings import REPO_ROOT
 from meterflow.testing.scenario import Scenario, ScenarioConfig, flush_phase, generate
@@ -41,6 +43,7 @@ DASHBOARDS = REPO_ROOT / "infra" / "grafana" / "dashboards"
 RULES = REPO_ROOT / "infra" / "prometheus" / "rules.yml"
 PROMETHEUS = f"http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', '9090')}"
 EXPORTER_PORT = int(os.environ.get("METERFLOW_EXPORTER_PORT", "9464"))
+LOADER_PORT = int(os.environ.get("METERFLOW_LOADER_PORT", "9465"))
 CH_TYPE = "grafana-clickhouse-datasource"
 
 # Column types each ClickHouse query returns (panel title, or "variable <name>").
@@ -453,6 +456,20 @@ def start_exporter(scratch: Scratch) -> subprocess.Popen:
     )
 
 
+def start_loader(scratch: Scratch) -> subprocess.Popen:
+    """`meterflow load` on the scratch topic and database, where Prometheus scrapes it."""
+    if _port_taken(LOADER_PORT):
+        pytest.fail(f"127.0.0.1:{LOADER_PORT} is taken (a loader already running?)")
+    log = open(scratch.checkpoints / "loader.log", "w")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "meterflow.cli", "load", "--group-id", f"it-load-{scratch.run_id}"],
+        cwd=REPO_ROOT,
+        env={**scratch.env(), "METERFLOW_LOADER_PORT": str(LOADER_PORT)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -487,6 +504,7 @@ def running(scratch: Scratch) -> Iterator[tuple[Scratch, str, Scenario]]:
 
     job = scratch.start_job(*JOB_ARGS)
     exporter = start_exporter(scratch)
+    loader = start_loader(scratch)
     try:
         produce(phase1)
         # Phase 2's late events are late once the watermark is near phase 1's newest event:
@@ -506,10 +524,15 @@ def running(scratch: Scratch) -> Iterator[tuple[Scratch, str, Scenario]]:
         scratch.wait_for("rated windows", lambda: _count(scratch, "rated_usage") > 0, job=job)
         scratch.wait_for("late events", lambda: _count(scratch, "late_events") == 3, job=job)
         assert exporter.poll() is None, "the exporter exited"
+        assert loader.poll() is None, "the loader exited"
         yield scratch, f"meterflow_metering_it_{scratch.run_id}_", sc
     finally:
+        _stop(loader)
         _stop(exporter)
         kill_job(job)
+        delete_topics(  # the loader's topics (the scratch fixture deletes its own)
+            scratch.settings, [t for r in routes(scratch.settings) for t in (r.topic, r.dlq_topic)]
+        )
 
 
 def test_pipeline_health_queries_on_live_prometheus(prometheus, running):
@@ -522,9 +545,10 @@ def test_pipeline_health_queries_on_live_prometheus(prometheus, running):
     def targets_up() -> bool:
         up = query(f'flink_jobmanager_job_uptime{{job_name="{job_name}"}}')["result"]
         exp = query(f'up{{job="meterflow",instance="127.0.0.1:{EXPORTER_PORT}"}} == 1')["result"]
-        return bool(up and exp)
+        load = query(f'up{{job="meterflow-loader",instance="127.0.0.1:{LOADER_PORT}"}} == 1')
+        return bool(up and exp and load["result"])
 
-    scratch.wait_for("Prometheus to scrape the job and the exporter", targets_up, timeout=120)
+    scratch.wait_for("Prometheus to scrape the job, exporter and loader", targets_up, timeout=120)
     assert job_name in _label_values(job_var["definition"])
 
     def empty() -> list[str]:

@@ -49,6 +49,7 @@ def render_config(out_dir: Path) -> Path:
         "FLINK_TARGETS": ", ".join(f'"127.0.0.1:{p}"' for p in range(lo, hi + 1)),
         "PROMETHEUS_PORT": ports["PROMETHEUS_PORT"],
         "METERFLOW_EXPORTER_PORT": ports["METERFLOW_EXPORTER_PORT"],
+        "METERFLOW_LOADER_PORT": ports["METERFLOW_LOADER_PORT"],
     }
     text = (PROM_DIR / "prometheus.yml.in").read_text()
     for key, value in values.items():
@@ -68,7 +69,7 @@ def test_config_renders_and_passes_promtool(tmp_path):
     assert "@" not in re.sub(r"#.*", "", config.read_text()), "an unfilled @PLACEHOLDER@"
     parsed = yaml.safe_load(config.read_text())
     jobs = {c["job_name"]: c for c in parsed["scrape_configs"]}
-    assert set(jobs) == {"flink", "meterflow", "prometheus"}
+    assert set(jobs) == {"flink", "meterflow", "meterflow-loader", "prometheus"}
     targets = [
         t for c in parsed["scrape_configs"] for s in c["static_configs"] for t in s["targets"]
     ]
