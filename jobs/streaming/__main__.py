@@ -1,0 +1,5 @@
+import sys
+
+from jobs.streaming.pipeline import main
+
+main(sys.argv[1:])

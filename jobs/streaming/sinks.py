@@ -1,0 +1,103 @@
+"""Stage 5: every output goes to Kafka in exactly-once transactions; `meterflow load` moves the
+tables' topics into ClickHouse (commit after insert, idempotent by the tables' keys), so
+ClickHouse being down never stops the job (decision 0010).
+
+Each sink's value columns are named as the ClickHouse columns they load into; the loader passes
+the JSON rows through (connectors/loader.py holds the row contract).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobs.streaming.options import JobOptions
+from jobs.streaming.sql import literal
+from meterflow.settings import Settings
+
+EVENT_COLUMNS = (
+    "customer_id STRING, event_id STRING, event_name STRING, timestamp_ms BIGINT, "
+    "`value` DECIMAL(38, 12), properties STRING, source STRING, schema_id INT, "
+    "kafka_topic STRING, kafka_partition INT, kafka_offset BIGINT"
+)
+# the validated columns an event row is made of, in EVENT_COLUMNS order
+EVENT_SELECT = (
+    "customer_id, event_id, event_name, ts_ms, event_value, properties_json, "
+    "COALESCE(source, ''), schema_id, kafka_topic, kafka_partition, kafka_offset"
+)
+
+
+KEY = "customer_id"
+
+
+@dataclass(frozen=True)
+class Sink:
+    name: str
+    topic: str
+    columns: str
+    value_format: str  # json | debezium-json | raw
+    key: str | None = None  # a column that also becomes the Kafka key (raw)
+
+
+def sinks(settings: Settings) -> list[Sink]:
+    return [
+        Sink(
+            "dlq_sink",
+            settings.dlq_topic,
+            "reason STRING, detail STRING, payload BYTES, `topic` STRING, `partition` INT, "
+            "`offset` BIGINT, record_ts_ms BIGINT",
+            "json",
+        ),
+        Sink("accepted_sink", settings.accepted_topic, EVENT_COLUMNS, "json", "customer_id"),
+        Sink(
+            "late_events_sink",
+            settings.late_events_topic,
+            f"{EVENT_COLUMNS}, watermark_ms BIGINT",
+            "json",
+            "customer_id",
+        ),
+        Sink(
+            "late_sink",
+            settings.late_topic,
+            "customer_id STRING, payload BYTES",
+            "raw",
+            "customer_id",
+        ),
+        Sink(
+            "windows_sink",
+            settings.windows_topic,
+            "customer_id STRING, meter STRING, meter_version INT, dimensions STRING, "
+            "window_start STRING, window_end STRING, event_count BIGINT, "
+            "quantity DECIMAL(38, 12), revision BIGINT",
+            "debezium-json",
+            "customer_id",
+        ),
+    ]
+
+
+def sink_ddl(sink: Sink, settings: Settings, opts: JobOptions) -> str:
+    options = [
+        "'connector' = 'kafka'",
+        f"'topic' = {literal(sink.topic)}",
+        f"'properties.bootstrap.servers' = {literal(settings.kafka_bootstrap)}",
+        "'sink.delivery-guarantee' = 'exactly-once'",
+        f"'sink.transactional-id-prefix' = {literal(f'{opts.group_id}-{sink.name}')}",
+        # the broker's default maximum; a transaction spans one checkpoint interval
+        "'properties.transaction.timeout.ms' = '900000'",
+        f"'value.format' = '{sink.value_format}'",
+    ]
+    if sink.value_format in ("json", "debezium-json"):
+        # exact decimals as plain JSON numbers (no exponent), which ClickHouse parses as written
+        options.append(f"'value.{sink.value_format}.encode.decimal-as-plain-number' = 'true'")
+    if sink.key:
+        # keyed by customer (Kafka partitions by customer); a raw value is the payload alone
+        include = "EXCEPT_KEY" if sink.value_format == "raw" else "ALL"
+        options += [
+            "'key.format' = 'raw'",
+            f"'key.fields' = '{sink.key}'",
+            f"'value.fields-include' = '{include}'",
+        ]
+    return (
+        f"CREATE TEMPORARY TABLE {sink.name} ({sink.columns}) WITH (\n    "
+        + ",\n    ".join(options)
+        + "\n)"
+    )
