@@ -2,6 +2,11 @@
 a baseline measured in the same run on the same topic: a plain Kafka consumer copying the raw
 records into ClickHouse with no processing (the local limit of Kafka -> Python -> ClickHouse).
 
+`--engine python` (default) runs jobs/metering.py, which writes ClickHouse itself;
+`--engine jvm` runs jobs/streaming (metering only) with `meterflow load` beside it, so a rate
+is end to end: accepted events queryable in ClickHouse. Each JVM run reads its own copy of the
+topic, because its output topics are derived from the input topic's name.
+
 Figures are medians of --runs runs; the machine is shared, so compare ratios, not absolutes.
 """
 
@@ -81,7 +86,15 @@ def job_env(settings: Settings) -> dict[str, str]:
     }
 
 
+ENGINE = {"name": "python"}
+
+
 def job_cmd(group: str, checkpoints: str, *extra: str) -> list[str]:
+    if ENGINE["name"] == "jvm":
+        return [
+            sys.executable, "-m", "jobs.streaming", "--group-id", group,
+            "--checkpoint-dir", checkpoints, "--meters", str(SCENARIO_METERS), *extra,
+        ]  # fmt: skip
     return [
         sys.executable,
         "-m",
@@ -117,6 +130,27 @@ def write_subscriptions() -> None:
     SUBSCRIPTIONS.write_text("\n".join(lines) + "\n")
 
 
+def start_loader(settings: Settings, group: str) -> subprocess.Popen | None:
+    """The JVM engine's loader, running beside the job (none for the Python engine)."""
+    if ENGINE["name"] != "jvm":
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-m", "meterflow.cli", "load", "--group-id", f"{group}-load",
+         "--metrics-port", "0"],
+        cwd=REPO_ROOT, env=job_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def stop_loader(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def job_run(settings: Settings, expected: int, tmp: str) -> tuple[float, float]:
     """Run the bounded job; return (sustained rows/s, wall seconds including start-up)."""
     migrate(settings)
@@ -124,6 +158,7 @@ def job_run(settings: Settings, expected: int, tmp: str) -> tuple[float, float]:
     db = settings.clickhouse_database
     group = f"bench-{uuid.uuid4().hex[:8]}"
     cmd = job_cmd(group, tmp, "--bounded")
+    loader = start_loader(settings, group)
     t0 = time.monotonic()
     proc = subprocess.Popen(
         cmd,
@@ -134,13 +169,16 @@ def job_run(settings: Settings, expected: int, tmp: str) -> tuple[float, float]:
         text=True,
     )
     samples: list[tuple[float, int]] = []
-    while proc.poll() is None:
+    count = f"SELECT (SELECT count() FROM {db}.events) + (SELECT count() FROM {db}.late_events)"
+    deadline = time.monotonic() + 1800
+    # until the job is done and (JVM engine) the loader has stored what the job wrote
+    while proc.poll() is None or (loader and ch.execute(count)[0][0] < expected):
+        if time.monotonic() > deadline:
+            raise SystemExit("job run did not finish in 30 min")
         time.sleep(0.5)
-        n = ch.execute(
-            f"SELECT (SELECT count() FROM {db}.events) + (SELECT count() FROM {db}.late_events)"
-        )[0][0]
-        samples.append((time.monotonic() - t0, n))
+        samples.append((time.monotonic() - t0, ch.execute(count)[0][0]))
     wall = time.monotonic() - t0
+    stop_loader(loader)
     if proc.returncode != 0:
         raise SystemExit(f"job failed: {proc.stderr.read()[-3000:]}")
     final = ch.execute(
@@ -166,6 +204,7 @@ def latency(settings: Settings, seconds: int, rate: int, tmp: str) -> list[float
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    loader = start_loader(settings, f"bench-lat-{uuid.uuid4().hex[:8]}")
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
@@ -228,6 +267,7 @@ def latency(settings: Settings, seconds: int, rate: int, tmp: str) -> list[float
         stop.set()
         proc.kill()
         proc.wait()
+        stop_loader(loader)
     missing = len(sent) - len(seen)
     if missing:
         raise SystemExit(f"latency: {missing} probes never became queryable")
@@ -241,7 +281,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--latency-seconds", type=int, default=20)
     p.add_argument("--latency-rate", type=int, default=2000)
     p.add_argument("--no-rating", action="store_true", help="meter only (--prices none)")
+    p.add_argument(
+        "--engine",
+        choices=["python", "jvm"],
+        default="python",
+        help="jobs/metering.py, or jobs/streaming + meterflow load (metering only)",
+    )
     a = p.parse_args(argv)
+    ENGINE["name"] = a.engine
     write_subscriptions()
     prices = REPO_ROOT / "schemas" / "prices" / "scenario.yaml"
     RATING[:] = (
@@ -256,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     ensure_topics(base, base.all_topics)
     register_event_schema(base, schema_text(1))
     dbs: list[str] = []
+    copies = [base]
     try:
         start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
         t0 = time.monotonic()
@@ -275,6 +323,13 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.monotonic()
         produce_raw(base, [(r.key, r.value, r.timestamp_ms) for r in records])
         log(f"produced in {time.monotonic() - t0:.1f}s")
+        if a.engine == "jvm":
+            for r in range(1, a.runs):
+                copy = replace(base, events_topic=f"{base.events_topic}-r{r}")
+                ensure_topics(copy, copy.all_topics)
+                register_event_schema(copy, schema_text(1))
+                produce_raw(copy, [(x.key, x.value, x.timestamp_ms) for x in records])
+                copies.append(copy)
         expected = len(sc.accepted) + len(sc.late)
 
         base_rates, job_rates, walls = [], [], []
@@ -285,7 +340,8 @@ def main(argv: list[str] | None = None) -> None:
             log(f"run {r + 1}: baseline copy {base_rates[-1]:,.0f} records/s")
             db = f"bench_{run_id}_job{r}"
             dbs.append(db)
-            rate, wall = job_run(replace(base, clickhouse_database=db), expected, tmp)
+            source = copies[r] if a.engine == "jvm" else base
+            rate, wall = job_run(replace(source, clickhouse_database=db), expected, tmp)
             job_rates.append(rate)
             walls.append(wall)
             log(f"run {r + 1}: metering job {rate:,.0f} events/s sustained, {wall:.1f}s wall")
@@ -310,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
             f"baseline copy (median of {a.runs})  {mb:>12,.0f} records/s   runs: "
             + ", ".join(f"{x:,.0f}" for x in base_rates)
         )
+        print(f"engine                      {a.engine:>12}")
         print(
             f"metering job (median of {a.runs})   {mj:>12,.0f} events/s    runs: "
             + ", ".join(f"{x:,.0f}" for x in job_rates)
@@ -328,7 +385,8 @@ def main(argv: list[str] | None = None) -> None:
         ch = connect(base)
         for db in dbs:
             ch.execute(f"DROP DATABASE IF EXISTS {db}")
-        delete_topics(base, base.all_topics)
+        for copy in copies:
+            delete_topics(copy, copy.all_topics)
 
 
 if __name__ == "__main__":
