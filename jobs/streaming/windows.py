@@ -20,20 +20,36 @@ _ROW_TYPE = (
 )
 
 
+def _meter_row(m: Meter, i: int) -> str:
+    q = f"m{i}_q" if m.aggregation.needs_quantity else "CAST(NULL AS DECIMAL(38, 12))"
+    u = f"m{i}_u" if m.aggregation is Aggregation.UNIQUE_COUNT else "CAST(NULL AS STRING)"
+    lk = f"m{i}_l" if m.aggregation is Aggregation.LATEST else "CAST(NULL AS STRING)"
+    return (
+        f"CAST(ROW({literal(m.id)}, {m.version}, {m.window.seconds}, m{i}_d, {q}, {u}, {lk}) "
+        f"AS {_ROW_TYPE})"
+    )
+
+
+_NO_METER = (
+    "CAST(ROW(CAST(NULL AS STRING), 0, 0, CAST(NULL AS STRING), CAST(NULL AS DECIMAL(38, 12)), "
+    f"CAST(NULL AS STRING), CAST(NULL AS STRING)) AS {_ROW_TYPE})"
+)
+
+
 def exploded_sql(meters: Sequence[Meter], source: str) -> str:
-    """(event, meter) rows of the events each meter selects (m{i}_d is NULL otherwise)."""
-    rows = []
+    """(event, meter) rows of the events each meter selects (m{i}_d is NULL otherwise). Only
+    the meters of the event's name are candidates, so the array built per event holds those
+    alone (building and unnesting rows is the cost here, not the filter)."""
+    by_name: dict[str, list[str]] = {}
     for i, m in enumerate(meters):
-        q = f"m{i}_q" if m.aggregation.needs_quantity else "CAST(NULL AS DECIMAL(38, 12))"
-        u = f"m{i}_u" if m.aggregation is Aggregation.UNIQUE_COUNT else "CAST(NULL AS STRING)"
-        lk = f"m{i}_l" if m.aggregation is Aggregation.LATEST else "CAST(NULL AS STRING)"
-        rows.append(
-            f"CAST(ROW({literal(m.id)}, {m.version}, {m.window.seconds}, m{i}_d, {q}, {u}, {lk}) "
-            f"AS {_ROW_TYPE})"
-        )
+        by_name.setdefault(m.event_name, []).append(_meter_row(m, i))
+    whens = " ".join(
+        f"WHEN {literal(name)} THEN ARRAY[{', '.join(rows)}]" for name, rows in by_name.items()
+    )
     return (
         "SELECT e.customer_id, e.ts, x.meter, x.meter_version, x.window_s, x.dims, x.q, x.u, x.l "
-        f"FROM {source} AS e CROSS JOIN UNNEST(ARRAY[{', '.join(rows)}]) "
+        f"FROM {source} AS e CROSS JOIN UNNEST(CASE e.event_name {whens} "
+        f"ELSE ARRAY[{_NO_METER}] END) "
         "AS x(meter, meter_version, window_s, dims, q, u, l) WHERE x.dims IS NOT NULL"
     )
 

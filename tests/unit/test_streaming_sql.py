@@ -142,7 +142,13 @@ def test_window_quantities(aggregation, sql):
 
 def test_one_exploded_row_per_meter_and_windows_per_size():
     exploded = windows.exploded_sql(SCENARIO, "on_time")
-    assert exploded.count("CAST(ROW(") == len(SCENARIO)
+    # one row per meter, grouped under the event name the meter selects, and one empty row
+    # for events no meter selects
+    assert exploded.count("CAST(ROW(") == len(SCENARIO) + 1
+    assert "CASE e.event_name WHEN 'api_call' THEN ARRAY[CAST(ROW('calls', 3, 60, m0_d, " in (
+        exploded
+    )
+    assert "WHEN 'llm_tokens' THEN ARRAY[CAST(ROW('tokens', 1, 60, m2_d, m2_q, " in exploded
     assert "CAST(ROW('tokens_weighted', 2, 3600, m3_d, m3_q, " in exploded
     assert exploded.endswith("WHERE x.dims IS NOT NULL")
     minute = windows.windows_sql(SCENARIO, 60, "metered")
