@@ -14,6 +14,17 @@ from meterflow.settings import REPO_ROOT, Settings
 JARS_DIR = REPO_ROOT / "build" / "flink-jars"
 
 
+# The local mini-cluster's endpoints stay on loopback (used by the tests' mini-clusters too).
+LOOPBACK = {
+    "rest.address": "127.0.0.1",
+    "rest.bind-address": "127.0.0.1",
+    "jobmanager.rpc.address": "127.0.0.1",
+    "jobmanager.bind-host": "127.0.0.1",
+    "taskmanager.host": "127.0.0.1",
+    "taskmanager.bind-host": "127.0.0.1",
+}
+
+
 def flink_settings(opts: JobOptions) -> dict[str, str]:
     return {
         "parallelism.default": str(opts.parallelism),
@@ -39,13 +50,7 @@ def flink_settings(opts: JobOptions) -> dict[str, str]:
         # Chained operators hand rows on without a defensive copy each (the SQL runtime does
         # not mutate its inputs).
         "pipeline.object-reuse": "true",
-        # The local mini-cluster's endpoints stay on loopback.
-        "rest.address": "127.0.0.1",
-        "rest.bind-address": "127.0.0.1",
-        "jobmanager.rpc.address": "127.0.0.1",
-        "jobmanager.bind-host": "127.0.0.1",
-        "taskmanager.host": "127.0.0.1",
-        "taskmanager.bind-host": "127.0.0.1",
+        **LOOPBACK,
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "3",
         "restart-strategy.fixed-delay.delay": "2s",

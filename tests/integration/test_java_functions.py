@@ -24,6 +24,7 @@ from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
 
 from connectors.kafka_admin import delete_topics, ensure_topics
 from connectors.registry import client as registry_client
+from jobs.streaming.environment import LOOPBACK
 from meterflow.events import schema_text
 from meterflow.settings import REPO_ROOT, Settings
 
@@ -74,12 +75,7 @@ def table_env(registry_url: str, retry_s: float = 60) -> TableEnvironment:
         "classloader.check-leaked-classloader": "false",
         # a failure must fail the test's job, not restart it
         "restart-strategy.type": "none",
-        "rest.address": "127.0.0.1",
-        "rest.bind-address": "127.0.0.1",
-        "jobmanager.rpc.address": "127.0.0.1",
-        "jobmanager.bind-host": "127.0.0.1",
-        "taskmanager.host": "127.0.0.1",
-        "taskmanager.bind-host": "127.0.0.1",
+        **LOOPBACK,
     }.items():
         conf.set_string(k, v)
     t_env = TableEnvironment.create(

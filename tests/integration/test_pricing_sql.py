@@ -28,6 +28,7 @@ from jobs.pricing_sql import (
     price_book_sql,
     price_sql,
 )
+from jobs.streaming.environment import LOOPBACK
 from meterflow.pricing import (
     FlatFee,
     FreeUnits,
@@ -200,14 +201,8 @@ def t_env():
 
     env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
     config = env.get_config()
-    # The mini-cluster's endpoints stay on loopback, as in jobs/metering.py's table_env.
     for k, v in {
-        "rest.address": "127.0.0.1",
-        "rest.bind-address": "127.0.0.1",
-        "jobmanager.rpc.address": "127.0.0.1",
-        "jobmanager.bind-host": "127.0.0.1",
-        "taskmanager.host": "127.0.0.1",
-        "taskmanager.bind-host": "127.0.0.1",
+        **LOOPBACK,
         "parallelism.default": "1",
         "table.local-time-zone": "UTC",
     }.items():
