@@ -55,12 +55,14 @@ from jobs.rating_operator import (
     dec,
     row_type,
 )
+from jobs.streaming.sql import interval
 from meterflow.credits import DEFAULT_CREDITS_FILE
 from meterflow.decoding import Limits
 from meterflow.meters import DEFAULT_METERS_FILE, Aggregation, Meter, load_meters
 from meterflow.price_book import DEFAULT_PRICES_FILE
 from meterflow.settings import REPO_ROOT, Settings
 from meterflow.subscriptions import DEFAULT_SUBSCRIPTIONS_FILE
+from meterflow.utc import parse_utc
 
 JARS_DIR = REPO_ROOT / "build" / "flink-jars"
 DEFAULT_CHECKPOINTS = REPO_ROOT / "var" / "checkpoints"
@@ -179,14 +181,6 @@ def resolve_checkpoint(opts: JobOptions) -> str:
     if not found:
         raise SystemExit(f"--restore latest: no completed checkpoint under {opts.checkpoint_dir}")
     return found[-1].parent.as_uri()
-
-
-def interval(seconds: int) -> str:
-    """A SQL interval literal for any whole number of seconds (SECOND alone caps at 99)."""
-    days, rest = divmod(seconds, 86400)
-    h, rest = divmod(rest, 3600)
-    m, sec = divmod(rest, 60)
-    return f"INTERVAL '{days} {h:02d}:{m:02d}:{sec:02d}' DAY TO SECOND"
 
 
 # ----------------------------------------------------------------------------- source
@@ -927,8 +921,7 @@ def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
 
 
 def _iso_to_ms(text: str) -> int:
-    t = datetime.fromisoformat(text)
-    return int((t.replace(tzinfo=UTC) if t.tzinfo is None else t).timestamp() * 1000)
+    return int(parse_utc(text).timestamp() * 1000)
 
 
 def _optional_path(text: str) -> Path | None:

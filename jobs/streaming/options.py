@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from meterflow.decoding import Limits
 from meterflow.meters import DEFAULT_METERS_FILE
 from meterflow.settings import REPO_ROOT
+from meterflow.utc import parse_utc
 
 DEFAULT_CHECKPOINTS = REPO_ROOT / "var" / "checkpoints"
 
@@ -35,8 +35,7 @@ class JobOptions:
 
 
 def _iso_to_ms(text: str) -> int:
-    t = datetime.fromisoformat(text)
-    return int((t.replace(tzinfo=UTC) if t.tzinfo is None else t).timestamp() * 1000)
+    return int(parse_utc(text).timestamp() * 1000)
 
 
 def parse_args(argv: list[str] | None, description: str) -> JobOptions:
