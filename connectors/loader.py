@@ -113,6 +113,20 @@ ROW_CONTRACT: dict[str, tuple[Column, ...]] = {
         Column("quantity", "Decimal(38, 12)", DECIMAL),
         Column("revision", "UInt64", f"{INT}; the newest revision of a window wins under FINAL"),
     ),
+    "period_cost": (
+        Column("customer_id", "String", STRING),
+        Column("subscription_id", "String", STRING),
+        Column("period_start", "DateTime", DATETIME),
+        Column("period_end", "DateTime", DATETIME),
+        Column("meter", "String", STRING),
+        Column("meter_version", "UInt32", INT),
+        Column("plan", "String", STRING),
+        Column("price_version", "UInt32", INT),
+        Column("currency", "String", STRING),
+        Column("period_quantity", "Decimal(38, 12)", DECIMAL),
+        Column("period_amount", "Nullable(Decimal(38, 20))", NULLABLE_DECIMAL),
+        Column("revision", "UInt64", f"{INT}; the period's event count: the newest row wins"),
+    ),
 }
 
 # ----------------------------------------------------------------------------- routes
@@ -146,11 +160,12 @@ class Route:
 
 
 def routes(settings: Settings) -> tuple[Route, ...]:
-    """Topic -> table, one line each (rated_usage and alerts are not routed yet)."""
+    """Topic -> table, one line each (alerts are not routed yet)."""
     return (
         Route(settings.accepted_topic, "events", JSON_ROWS),
         Route(settings.late_events_topic, "late_events", JSON_ROWS),
         Route(settings.windows_topic, "usage_windows", DEBEZIUM_JSON),
+        Route(settings.period_cost_topic, "period_cost", DEBEZIUM_JSON),
     )
 
 

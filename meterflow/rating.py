@@ -27,7 +27,13 @@ from meterflow.alerts import Quota, crossed
 from meterflow.meters import Aggregation
 from meterflow.price_book import PriceBook
 from meterflow.pricing import PriceModel
-from meterflow.subscriptions import Period, Subscription, active_subscription, period_at
+from meterflow.subscriptions import (
+    Period,
+    Subscription,
+    active_subscription,
+    period_at,
+    periods,
+)
 
 
 def rateable(aggregation: Aggregation) -> bool:
@@ -193,3 +199,44 @@ class Rater:
             charge.model,
             version.quotas.get(meter),
         )
+
+
+@dataclass(frozen=True)
+class PricedPeriod:
+    """One billing period of a subscription with what prices it: the rows of the streaming
+    job's period table (jobs/streaming/rating.py). Usage at an instant in [start, end) of the
+    customer is rated by `plan` version `price_version` in `currency`."""
+
+    customer_id: str
+    start: datetime
+    end: datetime
+    subscription_id: str
+    plan: str
+    price_version: int
+    currency: str
+
+
+def priced_periods(
+    subscriptions: Sequence[Subscription], book: PriceBook, until: datetime
+) -> list[PricedPeriod]:
+    """Every period starting before `until`, sorted by (customer, start): the same answer as
+    `Rater.context` gives for any instant before `until`, as a table a lookup can search."""
+    out = []
+    for sub in subscriptions:
+        for period in periods(sub, until):
+            plan_id = sub.plan_for(period)
+            plan = book.plan(plan_id)
+            version = plan.version_in_force(period.start)
+            out.append(
+                PricedPeriod(
+                    sub.customer_id,
+                    period.start,
+                    period.end,
+                    sub.id,
+                    plan_id,
+                    version.version,
+                    plan.currency.code,
+                )
+            )
+    out.sort(key=lambda p: (p.customer_id, p.start))
+    return out

@@ -71,6 +71,10 @@ class Settings:
         return f"{self.events_topic}-windows"
 
     @property
+    def period_cost_topic(self) -> str:
+        return f"{self.events_topic}-period-cost"
+
+    @property
     def alerts_subject(self) -> str:
         return f"{self.alerts_topic}-value"
 
@@ -84,6 +88,7 @@ class Settings:
             self.accepted_topic,
             self.late_events_topic,
             self.windows_topic,
+            self.period_cost_topic,
         ]
 
     @property

@@ -9,6 +9,7 @@ FUNCTIONS = {
     "MF_MEASURE": "dev.meterflow.flink.MeasureQuantity",
     "MF_JSON": "dev.meterflow.flink.JsonObject",
     "MF_DIV": "dev.meterflow.flink.DivideHalfEven",
+    "MF_PERIOD": "dev.meterflow.flink.PeriodLookup",
 }
 
 

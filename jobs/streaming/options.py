@@ -8,7 +8,9 @@ from pathlib import Path
 
 from meterflow.decoding import Limits
 from meterflow.meters import DEFAULT_METERS_FILE
+from meterflow.price_book import DEFAULT_PRICES_FILE
 from meterflow.settings import REPO_ROOT
+from meterflow.subscriptions import DEFAULT_SUBSCRIPTIONS_FILE
 from meterflow.utc import parse_utc
 
 DEFAULT_CHECKPOINTS = REPO_ROOT / "var" / "checkpoints"
@@ -30,8 +32,15 @@ class JobOptions:
     restore_from: str | None = None  # a checkpoint path, or "latest"
     group_id: str = "meterflow-metering"
     meters_file: Path = DEFAULT_METERS_FILE
+    # real-time rating (period cost per customer, meter and period); off when either is None
+    prices_file: Path | None = DEFAULT_PRICES_FILE
+    subscriptions_file: Path | None = DEFAULT_SUBSCRIPTIONS_FILE
     limits: Limits = field(default_factory=Limits)
     replay: tuple[int, int] | None = None  # Kafka record time range [from, to) in ms
+
+
+def _optional_path(text: str) -> Path | None:
+    return None if text.lower() == "none" else Path(text).resolve()
 
 
 def _iso_to_ms(text: str) -> int:
@@ -52,6 +61,13 @@ def parse_args(argv: list[str] | None, description: str) -> JobOptions:
     p.add_argument("--restore", default=None, help="checkpoint path to restore, or 'latest'")
     p.add_argument("--group-id", default=JobOptions.group_id)
     p.add_argument("--meters", type=Path, default=DEFAULT_METERS_FILE)
+    p.add_argument(
+        "--prices",
+        type=_optional_path,
+        default=DEFAULT_PRICES_FILE,
+        help="price book for real-time rating ('none': meter without rating)",
+    )
+    p.add_argument("--subscriptions", type=_optional_path, default=DEFAULT_SUBSCRIPTIONS_FILE)
     p.add_argument(
         "--replay",
         nargs=2,
@@ -77,5 +93,7 @@ def parse_args(argv: list[str] | None, description: str) -> JobOptions:
         restore_from=a.restore,
         group_id=a.group_id,
         meters_file=a.meters.resolve(),
+        prices_file=a.prices,
+        subscriptions_file=a.subscriptions,
         replay=replay,
     )

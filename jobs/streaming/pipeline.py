@@ -1,20 +1,28 @@
 """The streaming metering job, top to bottom: source, decode, validate, watermark, dedup,
-lateness, windows, Kafka sinks, all in one statement set."""
+lateness, windows, rating, Kafka sinks, all in one statement set."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from pyflink.datastream import StreamExecutionEnvironment
-from pyflink.table import StatementSet, StreamTableEnvironment
+from pyflink.table import PlanReference, StatementSet, StreamTableEnvironment, TableResult
 
-from jobs.streaming import dedup, sinks, source, validation, windows
+from jobs.streaming import dedup, rating, sinks, source, state_ttl, validation, windows
 from jobs.streaming.environment import table_env
 from jobs.streaming.functions import register_sql
 from jobs.streaming.options import JobOptions, parse_args
 from meterflow.meters import Meter, load_meters
+from meterflow.price_book import PriceBook, load_price_book
+from meterflow.rating import priced_periods
 from meterflow.settings import Settings
+from meterflow.subscriptions import load_subscriptions
+
+# Periods starting up to this far ahead are in the job's period table; usage later than that
+# is metered but not rated until the job is restarted (which rewrites the table).
+RATING_HORIZON = timedelta(days=2 * 366)
 
 
 def statements(
@@ -40,10 +48,32 @@ def statements(
         "on_time", t_env.sql_query("SELECT * FROM classified WHERE NOT is_late")
     )
     t_env.create_temporary_view("late", t_env.sql_query("SELECT * FROM classified WHERE is_late"))
-    # 4. one row per (event, meter selecting it)
-    t_env.create_temporary_view("metered", t_env.sql_query(windows.exploded_sql(meters, "on_time")))
+    book, table = _rating_inputs(meters, opts)
+    fees = rating.fees(meters, book, table) if book is not None and table is not None else {}
+    # 4. one row per (event, meter selecting it), and each window's partials
+    t_env.create_temporary_view(
+        "metered", t_env.sql_query(windows.exploded_sql(meters, "on_time", fees))
+    )
+    # every window size's partials in one relation: the windows sink and the rating both read
+    # it, so the planner plans each window once (a sub-plan read by two sinks is reused; one
+    # read through projections merged into each reader would be copied per reader)
+    sizes = sorted({m.window.seconds for m in meters})
+    t_env.create_temporary_view(
+        "window_partials",
+        t_env.sql_query(
+            " UNION ALL ".join(windows.partials_sql(meters, s, "metered") for s in sizes)
+        ),
+    )
+    if book is not None and table is not None:
+        # 5. each period's cost so far, from its windows
+        # a catalog view, not a Table: the period aggregation's state TTL hint names it
+        priced = rating.priced_windows_sql(meters, book, table, "window_partials")
+        t_env.execute_sql(f"CREATE TEMPORARY VIEW priced_windows AS {priced}")
+        t_env.create_temporary_view(
+            "period_partials", t_env.sql_query(rating.period_partials_sql("priced_windows"))
+        )
 
-    # 5. every output to Kafka, exactly once
+    # 6. every output to Kafka, exactly once
     for sink in sinks.sinks(settings):
         t_env.execute_sql(sinks.sink_ddl(sink, settings, opts))
     stmts = t_env.create_statement_set()
@@ -56,26 +86,56 @@ def statements(
         f"INSERT INTO late_events_sink SELECT {sinks.EVENT_SELECT}, watermark_ms FROM late"
     )
     stmts.add_insert_sql("INSERT INTO late_sink SELECT customer_id, payload FROM late")
-    for window_s in sorted({m.window.seconds for m in meters}):
-        stmts.add_insert_sql(
-            f"INSERT INTO windows_sink {windows.windows_sql(meters, window_s, 'metered')}"
-        )
+    stmts.add_insert_sql(
+        f"INSERT INTO windows_sink {windows.windows_sql(meters, 'window_partials')}"
+    )
+    if book is not None:
+        cost = rating.period_cost_sql(meters, book, "period_partials")
+        stmts.add_insert_sql(f"INSERT INTO period_cost_sink {cost}")
     return stmts
+
+
+def _rating_inputs(
+    meters: Sequence[Meter], opts: JobOptions
+) -> tuple[PriceBook | None, Path | None]:
+    """The price book and the period table when rating is on and some meter is rated."""
+    if opts.prices_file is None or opts.subscriptions_file is None:
+        return None, None
+    book = load_price_book(opts.prices_file)
+    if not rating.rated_meters(meters, book):
+        return None, None
+    until = datetime.now(UTC) + RATING_HORIZON
+    periods = priced_periods(load_subscriptions(opts.subscriptions_file), book, until)
+    return book, rating.write_period_table(periods, opts.checkpoint_dir / "rating")
 
 
 def build(
     settings: Settings, meters: Sequence[Meter], opts: JobOptions
-) -> tuple[StreamExecutionEnvironment, StatementSet]:
-    env, t_env = table_env(settings, opts)
-    return env, statements(t_env, settings, meters, opts)
+) -> tuple[StreamTableEnvironment, StatementSet]:
+    _env, t_env = table_env(settings, opts)
+    return t_env, statements(t_env, settings, meters, opts)
+
+
+def compiled_plan(stmts: StatementSet) -> str:
+    """The job's plan as JSON, the rating's period state kept for a whole period (state_ttl)."""
+    plan = stmts.compile_plan().as_json_string()
+    return state_ttl.with_state_ttls(plan, {state_ttl.GROUP_AGGREGATE: rating.PERIOD_STATE_TTL})
 
 
 def main(argv: list[str] | None = None) -> None:
     from jobs.streaming import __doc__ as doc
 
     opts = parse_args(argv, doc or "")
-    _env, stmts = build(Settings(), load_meters(opts.meters_file), opts)
-    stmts.execute().wait()
+    t_env, stmts = build(Settings(), load_meters(opts.meters_file), opts)
+    execute_plan(t_env, compiled_plan(stmts)).wait()
+
+
+def execute_plan(t_env: StreamTableEnvironment, plan_json: str) -> TableResult:
+    """PyFlink 2.2's execute_plan / CompiledPlan.execute call a Python method on the Java table
+    environment and fail; this does what they mean to: ship the jars, execute on the JVM."""
+    t_env._before_execute()
+    ref = PlanReference.from_json_string(plan_json)
+    return TableResult(t_env._j_tenv.loadPlan(ref._j_plan_reference).execute())
 
 
 if __name__ == "__main__":

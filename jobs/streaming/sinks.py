@@ -71,6 +71,16 @@ def sinks(settings: Settings) -> list[Sink]:
             "debezium-json",
             "customer_id",
         ),
+        Sink(
+            "period_cost_sink",
+            settings.period_cost_topic,
+            "customer_id STRING, subscription_id STRING, period_start STRING, "
+            "period_end STRING, meter STRING, meter_version INT, plan STRING, "
+            "price_version INT, currency STRING, period_quantity DECIMAL(38, 12), "
+            "period_amount DECIMAL(38, 20), revision BIGINT",
+            "debezium-json",
+            "customer_id",
+        ),
     ]
 
 

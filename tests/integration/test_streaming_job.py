@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,8 +17,11 @@ from meterflow.meters import load_meters
 from meterflow.settings import REPO_ROOT
 from meterflow.testing.scenario import ScenarioConfig, generate
 from tests.integration import scenario_checks as checks
+from tests.integration.expected import scenario_amount, scenario_period_quantities
 
 METERS = REPO_ROOT / "schemas" / "meters" / "scenario.yaml"
+PRICES = REPO_ROOT / "schemas" / "prices" / "scenario.yaml"
+SUBSCRIPTIONS = REPO_ROOT / "schemas" / "customers" / "scenario.yaml"
 
 
 def _start() -> datetime:
@@ -32,6 +36,7 @@ def run(module_scratch):
     produce_raw(s.settings, [(r.key, r.value, r.timestamp_ms) for r in sc.records])
     job = subprocess.run(
         [sys.executable, "-m", "jobs.streaming", "--bounded", "--meters", str(METERS),
+         "--prices", str(PRICES), "--subscriptions", str(SUBSCRIPTIONS),
          "--group-id", f"it-{s.run_id}", "--checkpoint-dir", str(s.checkpoints)],
         cwd=REPO_ROOT, env=s.env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -60,13 +65,57 @@ def test_every_input_is_accounted_for_exactly_once(run):
     checks.every_input_accounted_once(*run)
 
 
-def test_the_plan_has_no_python_operator_and_one_deduplicate(base_settings, tmp_path):
-    from jobs.streaming.options import JobOptions
-    from jobs.streaming.pipeline import build
+def test_period_cost_is_the_price_of_each_period_quantity(run):
+    """Every (customer, period, meter) the plans charge, priced by the hand-written prices of
+    schemas/prices/scenario.yaml over the ground truth's events; nothing else."""
+    s, sc = run
+    periods = defaultdict(list)  # calendar-month periods of schemas/customers/scenario.yaml
+    for e in sc.accepted:
+        month = e.timestamp.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        periods[(e.customer_id, month.replace(tzinfo=None))].append(e)
+    plans = {"cust-1": "scenario_min"}  # the others are on `scenario`
+    want = {}
+    for (c, month), evs in periods.items():
+        for meter, (n, _q) in scenario_period_quantities(evs).items():
+            if meter != "active_users":  # UNIQUE_COUNT: priced at close only
+                want[(c, month, meter)] = (scenario_amount(plans.get(c, "scenario"), meter, evs), n)
+    rows = s.query(
+        "SELECT customer_id, period_start, meter, period_amount, revision, plan, price_version, "
+        "currency FROM {db}.period_cost FINAL"
+    )
+    got = {(c, ps, m): (a, rev) for c, ps, m, a, rev, *_ in rows}
+    assert got == want
+    assert {(c, plan, v, cur) for c, _, _, _, _, plan, v, cur in rows} == {
+        (c, plans.get(c, "scenario"), 1, "USD") for c, _ in periods
+    }
 
-    opts = JobOptions(checkpoint_dir=tmp_path, meters_file=METERS)
-    _env, stmts = build(base_settings, load_meters(METERS), opts)
+
+def test_the_plan_has_no_python_operator_one_deduplicate_one_window_per_size(
+    base_settings, tmp_path
+):
+    from jobs.streaming.options import JobOptions
+    from jobs.streaming.pipeline import build, compiled_plan
+    from jobs.streaming.rating import PERIOD_STATE_TTL
+    from jobs.streaming.state_ttl import state_ttls
+
+    opts = JobOptions(
+        checkpoint_dir=tmp_path,
+        meters_file=METERS,
+        prices_file=PRICES,
+        subscriptions_file=SUBSCRIPTIONS,
+        dedup_horizon_s=3600,
+    )
+    meters = load_meters(METERS)
+    _t_env, stmts = build(base_settings, meters, opts)
     plan = stmts.explain()
     optimized = plan[plan.index("== Optimized Execution Plan ==") :]
     assert "Python" not in optimized
     assert optimized.count("Deduplicate(") == 1
+    # the windows sink and the rating read one window aggregation per window size
+    assert optimized.count("GroupWindowAggregate(") == len({m.window for m in meters})
+    assert optimized.count("GroupAggregate(") == 1  # the period aggregation
+    # the dedup forgets ids after the horizon; a period's state lives as long as the period
+    assert sorted(state_ttls(compiled_plan(stmts))) == [
+        ("stream-exec-deduplicate", "deduplicateState", "1 h"),
+        ("stream-exec-group-aggregate", "groupAggregateState", PERIOD_STATE_TTL),
+    ]
