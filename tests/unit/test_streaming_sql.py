@@ -126,13 +126,15 @@ def test_latest_key_orders_by_time_then_event_id():
 @pytest.mark.parametrize(
     ("aggregation", "sql"),
     [
-        (Aggregation.COUNT, "CAST(COUNT(*) AS DECIMAL(38, 12))"),
-        (Aggregation.UNIQUE_COUNT, "CAST(COUNT(DISTINCT u) AS DECIMAL(38, 12))"),
-        (Aggregation.SUM, "SUM(q)"),
-        (Aggregation.AVG, "MF_DIV(SUM(q), COUNT(*))"),
+        (Aggregation.COUNT, "CAST(n AS DECIMAL(38, 12))"),
+        (Aggregation.UNIQUE_COUNT, "CAST(uc AS DECIMAL(38, 12))"),
+        (Aggregation.SUM, "s"),
+        (Aggregation.MIN, "mn"),
+        (Aggregation.MAX, "mx"),
+        (Aggregation.AVG, "MF_DIV(s, n)"),
         (
             Aggregation.LATEST,
-            "CAST(SUBSTRING(MAX(l) FROM POSITION(CHR(0) IN MAX(l)) + 1) AS DECIMAL(38, 12))",
+            "CAST(SUBSTRING(lk FROM POSITION(CHR(0) IN lk) + 1) AS DECIMAL(38, 12))",
         ),
     ],
 )
@@ -151,11 +153,17 @@ def test_one_exploded_row_per_meter_and_windows_per_size():
     assert "WHEN 'llm_tokens' THEN ARRAY[CAST(ROW('tokens', 1, 60, m2_d, m2_q, " in exploded
     assert "CAST(ROW('tokens_weighted', 2, 3600, m3_d, m3_q, " in exploded
     assert exploded.endswith("WHERE x.dims IS NOT NULL")
-    minute = windows.windows_sql(SCENARIO, 60, "metered")
-    hour = windows.windows_sql(SCENARIO, 3600, "metered")
-    assert "WHEN 'calls' THEN" in minute and "WHEN 'calls' THEN" not in hour
-    assert "WHEN 'active_users' THEN" in hour
+    minute = windows.partials_sql(SCENARIO, 60, "metered")
+    hour = windows.partials_sql(SCENARIO, 3600, "metered")
+    assert "WHERE window_s = 60 " in minute and "WHERE window_s = 3600 " in hour
+    # the distinct count only where a UNIQUE_COUNT meter of that size needs it
+    assert "CASE WHEN meter IN ('active_users') THEN COUNT(DISTINCT u) END AS uc" in hour
+    assert "CAST(NULL AS BIGINT) AS uc" in minute
     assert "GROUP BY customer_id, meter, meter_version, dims, TUMBLE(ts, " in minute
+    out = windows.windows_sql(SCENARIO, "window_partials")
+    assert "WHEN 'calls' THEN CAST(n AS DECIMAL(38, 12))" in out
+    assert "WHEN 'active_users' THEN CAST(uc AS DECIMAL(38, 12))" in out
+    assert "n AS event_count" in out and "n AS revision" in out
 
 
 def test_lateness_and_dedup():
