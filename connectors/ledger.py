@@ -241,8 +241,10 @@ def write_invoices(ch: Client, db: str, invoices: Iterable[Invoice], closed_at: 
 def streamed_totals(
     ch: Client, db: str, customer_id: str | None = None
 ) -> dict[tuple[str, datetime, str, int], Decimal]:
-    """Sum of streamed window amounts per (customer, period start, meter, meter version): the
-    stream's claim of what the period costs, unrounded."""
+    """The stream's claim of what each (customer, period start, meter, meter version) costs,
+    unrounded: the JVM job's period cost (its newest row, period_cost) where it has one, else the
+    sum of the Python job's window amounts (rated_usage). A period cost of NULL (a quantity
+    outside the SQL rating's exact domain) is no claim: the close alone rates that line."""
     where = "WHERE customer_id = %(c)s" if customer_id else ""
     rows = ch.execute(
         "SELECT customer_id, period_start, meter, meter_version, sum(amount) "
@@ -250,7 +252,14 @@ def streamed_totals(
         "GROUP BY customer_id, period_start, meter, meter_version",
         {"c": customer_id},
     )
-    return {(r[0], _utc(r[1]), r[2], r[3]): r[4] for r in rows}
+    out = {(r[0], _utc(r[1]), r[2], r[3]): r[4] for r in rows}
+    periods = ch.execute(
+        "SELECT customer_id, period_start, meter, meter_version, period_amount "
+        f"FROM {db}.period_cost FINAL {where}",
+        {"c": customer_id},
+    )
+    out.update({(r[0], _utc(r[1]), r[2], r[3]): r[4] for r in periods if r[4] is not None})
+    return out
 
 
 def _sql_str(s: str) -> str:
@@ -301,6 +310,7 @@ WRITE_TIME_COLUMNS = {
     "late_events": "ingested_at",
     "usage_windows": "written_at",
     "rated_usage": "written_at",
+    "period_cost": "written_at",
     "invoices": "closed_at",
     "invoice_lines": "closed_at",
     "credit_applications": "applied_at",

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from connectors import ledger
 from connectors.producer import produce_raw
 from meterflow.meters import load_meters
 from meterflow.settings import REPO_ROOT
@@ -78,13 +79,19 @@ def test_period_cost_is_the_price_of_each_period_quantity(run):
     for (c, month), evs in periods.items():
         for meter, (n, _q) in scenario_period_quantities(evs).items():
             if meter != "active_users":  # UNIQUE_COUNT: priced at close only
-                want[(c, month, meter)] = (scenario_amount(plans.get(c, "scenario"), meter, evs), n)
+                amount = scenario_amount(plans.get(c, "scenario"), meter, evs)
+                want[(c, month, meter)] = (amount, n)
     rows = s.query(
         "SELECT customer_id, period_start, meter, period_amount, revision, plan, price_version, "
         "currency FROM {db}.period_cost FINAL"
     )
     got = {(c, ps, m): (a, rev) for c, ps, m, a, rev, *_ in rows}
     assert got == want
+    # what reconciliation compares with the close: the same amounts
+    claims = ledger.streamed_totals(s.ch(), s.settings.clickhouse_database)
+    assert {(c, ps.replace(tzinfo=None), m): a for (c, ps, m, _v), a in claims.items()} == {
+        k: a for k, (a, _n) in want.items()
+    }
     assert {(c, plan, v, cur) for c, _, _, _, _, plan, v, cur in rows} == {
         (c, plans.get(c, "scenario"), 1, "USD") for c, _ in periods
     }
