@@ -3,9 +3,10 @@ a baseline measured in the same run on the same topic: a plain Kafka consumer co
 records into ClickHouse with no processing (the local limit of Kafka -> Python -> ClickHouse).
 
 `--engine python` (default) runs jobs/metering.py, which writes ClickHouse itself;
-`--engine jvm` runs jobs/streaming (metering only) with `meterflow load` beside it, so a rate
-is end to end: accepted events queryable in ClickHouse. Each JVM run reads its own copy of the
-topic, because its output topics are derived from the input topic's name.
+`--engine jvm` runs jobs/streaming (metering, and rating unless --no-rating) with `meterflow
+load` beside it, so a rate is end to end: accepted events queryable in ClickHouse. Each JVM
+run reads its own copy of the topic, because its output topics are derived from the input
+topic's name.
 
 Figures are medians of --runs runs; the machine is shared, so compare ratios, not absolutes.
 """
@@ -93,7 +94,8 @@ def job_cmd(group: str, checkpoints: str, *extra: str) -> list[str]:
     if ENGINE["name"] == "jvm":
         return [
             sys.executable, "-m", "jobs.streaming", "--group-id", group,
-            "--checkpoint-dir", checkpoints, "--meters", str(SCENARIO_METERS), *extra,
+            "--checkpoint-dir", checkpoints, "--meters", str(SCENARIO_METERS),
+            *JVM_RATING, *extra,
         ]  # fmt: skip
     return [
         sys.executable,
@@ -113,6 +115,7 @@ def job_cmd(group: str, checkpoints: str, *extra: str) -> list[str]:
 # every bench customer subscribed to the scenario price book: the job rates as it meters
 # (`--no-rating` measures metering alone)
 RATING: list[str] = []
+JVM_RATING: list[str] = []  # the JVM job has no credit alerts (yet): no --credits
 
 
 BENCH_CUSTOMERS = 1000
@@ -285,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         "--engine",
         choices=["python", "jvm"],
         default="python",
-        help="jobs/metering.py, or jobs/streaming + meterflow load (metering only)",
+        help="jobs/metering.py, or jobs/streaming + meterflow load",
     )
     a = p.parse_args(argv)
     ENGINE["name"] = a.engine
@@ -296,6 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         if a.no_rating
         else ["--prices", str(prices), "--subscriptions", str(SUBSCRIPTIONS), "--credits", "none"]
     )
+    JVM_RATING[:] = RATING[:2] if a.no_rating else RATING[:4]
 
     run_id = uuid.uuid4().hex[:8]
     base = replace(Settings(), events_topic=f"bench-{run_id}")
