@@ -113,6 +113,19 @@ ROW_CONTRACT: dict[str, tuple[Column, ...]] = {
         Column("quantity", "Decimal(38, 12)", DECIMAL),
         Column("revision", "UInt64", f"{INT}; the newest revision of a window wins under FINAL"),
     ),
+    "alerts": (
+        Column("alert_id", "String", STRING),
+        Column("customer_id", "String", STRING),
+        Column("subscription_id", "String", STRING),
+        Column("meter", "String", STRING),
+        Column("period_start", "DateTime", DATETIME),
+        Column("period_end", "DateTime", DATETIME),
+        Column("threshold_pct", "UInt8", INT),
+        Column("quantity", "Decimal(38, 12)", f"{DECIMAL}; the period quantity when it fired"),
+        Column("quota", "Decimal(38, 12)", DECIMAL),
+        Column("hard_cap", "UInt8", f"{INT}; 1 or 0"),
+        Column("window_start", "DateTime", DATETIME),
+    ),
     "period_cost": (
         Column("customer_id", "String", STRING),
         Column("subscription_id", "String", STRING),
@@ -160,12 +173,13 @@ class Route:
 
 
 def routes(settings: Settings) -> tuple[Route, ...]:
-    """Topic -> table, one line each (alerts are not routed yet)."""
+    """Topic -> table, one line each."""
     return (
         Route(settings.accepted_topic, "events", JSON_ROWS),
         Route(settings.late_events_topic, "late_events", JSON_ROWS),
         Route(settings.windows_topic, "usage_windows", DEBEZIUM_JSON),
         Route(settings.period_cost_topic, "period_cost", DEBEZIUM_JSON),
+        Route(settings.alert_rows_topic, "alerts", JSON_ROWS),
     )
 
 

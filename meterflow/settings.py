@@ -75,6 +75,10 @@ class Settings:
         return f"{self.events_topic}-period-cost"
 
     @property
+    def alert_rows_topic(self) -> str:
+        return f"{self.events_topic}-alert-rows"
+
+    @property
     def alerts_subject(self) -> str:
         return f"{self.alerts_topic}-value"
 
@@ -89,6 +93,7 @@ class Settings:
             self.late_events_topic,
             self.windows_topic,
             self.period_cost_topic,
+            self.alert_rows_topic,
         ]
 
     @property

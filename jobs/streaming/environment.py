@@ -25,6 +25,10 @@ LOOPBACK = {
 }
 
 
+# longer than any billing period (12 months) plus the allowed lateness, in Flink's duration syntax
+LONG_STATE_TTL = "400 d"
+
+
 def flink_settings(opts: JobOptions) -> dict[str, str]:
     return {
         "parallelism.default": str(opts.parallelism),
@@ -34,8 +38,10 @@ def flink_settings(opts: JobOptions) -> dict[str, str]:
         "classloader.check-leaked-classloader": "false",
         # A silent partition must not hold back the watermark of the others.
         "table.exec.source.idle-timeout": f"{opts.idle_timeout_s}s",
-        # Dedup horizon: an id is forgotten this long after it was first seen.
-        "table.exec.state.ttl": f"{opts.dedup_horizon_s}s",
+        # The job-wide state TTL is the longest any state must live: a billing period's running
+        # usage and cost (rating, alerts). The dedup's own horizon, shorter, is set on its
+        # operator in the compiled plan (state_ttl.py).
+        "table.exec.state.ttl": LONG_STATE_TTL,
         # Windows stay open for allowed lateness after they fire; each late-but-allowed event
         # re-fires its window at once (a higher revision).
         "table.exec.emit.allow-lateness": f"{opts.allowed_lateness_s}s",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pyflink.table import PlanReference, StatementSet, StreamTableEnvironment, TableResult
 
-from jobs.streaming import dedup, rating, sinks, source, state_ttl, validation, windows
+from jobs.streaming import alerts, dedup, rating, sinks, source, state_ttl, validation, windows
 from jobs.streaming.environment import table_env
 from jobs.streaming.functions import register_sql
 from jobs.streaming.options import JobOptions, parse_args
@@ -72,8 +72,16 @@ def statements(
         t_env.create_temporary_view(
             "period_partials", t_env.sql_query(rating.period_partials_sql("priced_windows"))
         )
+        # 6. quota alerts, once per threshold, from the running period usage of the events
+        if alerts.quota_meters(meters, book):
+            quota_events = alerts.quota_events_sql(meters, book, table, "metered")
+            t_env.create_temporary_view("quota_events", t_env.sql_query(quota_events))
+            running = alerts.running_sql("quota_events")
+            t_env.create_temporary_view("running_usage", t_env.sql_query(running))
+            crossed = alerts.alerts_sql(meters, book, "running_usage")
+            t_env.create_temporary_view("quota_alerts", t_env.sql_query(crossed))
 
-    # 6. every output to Kafka, exactly once
+    # 7. every output to Kafka, exactly once
     for sink in sinks.sinks(settings):
         t_env.execute_sql(sinks.sink_ddl(sink, settings, opts))
     stmts = t_env.create_statement_set()
@@ -92,6 +100,13 @@ def statements(
     if book is not None:
         cost = rating.period_cost_sql(meters, book, "period_partials")
         stmts.add_insert_sql(f"INSERT INTO period_cost_sink {cost}")
+        if alerts.quota_meters(meters, book):
+            stmts.add_insert_sql(
+                f"INSERT INTO alerts_sink SELECT {alerts.AVRO_SELECT} FROM quota_alerts"
+            )
+            stmts.add_insert_sql(
+                f"INSERT INTO alert_rows_sink SELECT {alerts.ROW_SELECT} FROM quota_alerts"
+            )
     return stmts
 
 
@@ -116,10 +131,10 @@ def build(
     return t_env, statements(t_env, settings, meters, opts)
 
 
-def compiled_plan(stmts: StatementSet) -> str:
-    """The job's plan as JSON, the rating's period state kept for a whole period (state_ttl)."""
+def compiled_plan(stmts: StatementSet, opts: JobOptions) -> str:
+    """The job's plan as JSON, the dedup forgetting ids after the dedup horizon (state_ttl)."""
     plan = stmts.compile_plan().as_json_string()
-    return state_ttl.with_state_ttls(plan, {state_ttl.GROUP_AGGREGATE: rating.PERIOD_STATE_TTL})
+    return state_ttl.with_state_ttls(plan, {state_ttl.DEDUPLICATE: f"{opts.dedup_horizon_s} s"})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
 
     opts = parse_args(argv, doc or "")
     t_env, stmts = build(Settings(), load_meters(opts.meters_file), opts)
-    execute_plan(t_env, compiled_plan(stmts)).wait()
+    execute_plan(t_env, compiled_plan(stmts, opts)).wait()
 
 
 def execute_plan(t_env: StreamTableEnvironment, plan_json: str) -> TableResult:

@@ -40,11 +40,6 @@ from meterflow.price_book import PriceBook
 from meterflow.pricing import Percentage, PriceModel, plain
 from meterflow.rating import PricedPeriod, rateable
 
-# Period state is kept this long after its last update: longer than any period (12 months)
-# plus the allowed lateness, while the job-wide TTL is the (much shorter) dedup horizon. Set
-# in the compiled plan (state_ttl.py), in its duration syntax.
-PERIOD_STATE_TTL = "400 d"
-
 
 def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from jobs.streaming.options import JobOptions
 from jobs.streaming.sql import literal
-from meterflow.settings import Settings
+from meterflow.settings import REPO_ROOT, Settings
 
 EVENT_COLUMNS = (
     "customer_id STRING, event_id STRING, event_name STRING, timestamp_ms BIGINT, "
@@ -34,7 +34,7 @@ class Sink:
     name: str
     topic: str
     columns: str
-    value_format: str  # json | debezium-json | raw
+    value_format: str  # json | debezium-json | raw | avro-confluent
     key: str | None = None  # a column that also becomes the Kafka key (raw)
 
 
@@ -72,6 +72,27 @@ def sinks(settings: Settings) -> list[Sink]:
             "customer_id",
         ),
         Sink(
+            "alerts_sink",
+            settings.alerts_topic,
+            # NOT NULL as in the record schema, which the format writes with (v1.avsc)
+            "alert_id STRING NOT NULL, customer_id STRING NOT NULL, "
+            "subscription_id STRING NOT NULL, meter STRING NOT NULL, "
+            "period_start TIMESTAMP(3) NOT NULL, period_end TIMESTAMP(3) NOT NULL, "
+            "threshold_pct INT NOT NULL, quantity STRING NOT NULL, `limit` STRING NOT NULL, "
+            "hard_cap BOOLEAN NOT NULL, window_start TIMESTAMP(3) NOT NULL",
+            "avro-confluent",
+            "customer_id",
+        ),
+        Sink(
+            "alert_rows_sink",
+            settings.alert_rows_topic,
+            "alert_id STRING, customer_id STRING, subscription_id STRING, meter STRING, "
+            "period_start STRING, period_end STRING, threshold_pct INT, "
+            "quantity DECIMAL(38, 12), quota DECIMAL(38, 12), hard_cap INT, window_start STRING",
+            "json",
+            "customer_id",
+        ),
+        Sink(
             "period_cost_sink",
             settings.period_cost_topic,
             "customer_id STRING, subscription_id STRING, period_start STRING, "
@@ -95,6 +116,13 @@ def sink_ddl(sink: Sink, settings: Settings, opts: JobOptions) -> str:
         "'properties.transaction.timeout.ms' = '900000'",
         f"'value.format' = '{sink.value_format}'",
     ]
+    if sink.value_format == "avro-confluent":
+        # Confluent-framed Avro with the repo's alert schema, registered under <topic>-value
+        schema = (REPO_ROOT / "schemas" / "alert" / "v1.avsc").read_text()
+        options += [
+            f"'value.avro-confluent.url' = {literal(settings.registry_url)}",
+            f"'value.avro-confluent.schema' = {literal(schema)}",
+        ]
     if sink.value_format in ("json", "debezium-json"):
         # exact decimals as plain JSON numbers (no exponent), which ClickHouse parses as written
         options.append(f"'value.{sink.value_format}.encode.decimal-as-plain-number' = 'true'")

@@ -1,11 +1,13 @@
 """Per-operator state retention, set in the job's compiled plan.
 
-Flink SQL has one job-wide state TTL (`table.exec.state.ttl`), which is the dedup horizon here;
-the period aggregation (rating) must keep its state for a whole billing period instead, and its
-STATE_TTL hint is refused on this plan (the planner fails on the UNNEST correlate). The compiled
-plan (JSON) names every stateful operator with its TTL, so the job is compiled, the rating's
-TTL is set there, and that plan is what runs. Compiled plans also pin the operators' uids, so a
-restore maps state by plan node, not by the shape of the generated graph.
+Flink SQL has one job-wide state TTL (`table.exec.state.ttl`). Rating's period aggregation and
+the alerts' running usage must keep their state for a whole billing period, so that is the
+job-wide TTL (environment.LONG_STATE_TTL; the OVER aggregation takes no other); the dedup must
+forget an id after the dedup horizon. The STATE_TTL hint is refused on this plan (the planner
+fails on the UNNEST correlate), but the compiled plan (JSON) lists the dedup's state with its
+TTL, so the job is compiled, the dedup's TTL is set there, and that plan is what runs. Compiled
+plans also pin the operators' uids, so a restore maps state by plan node, not by the shape of
+the generated graph.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 from collections.abc import Mapping
 
 # node type (without its version suffix) -> TTL, in the plan's own duration syntax
+DEDUPLICATE = "stream-exec-deduplicate"
 GROUP_AGGREGATE = "stream-exec-group-aggregate"
 
 

@@ -55,8 +55,8 @@ def exploded_sql(
         f"WHEN {literal(name)} THEN ARRAY[{', '.join(rows)}]" for name, rows in by_name.items()
     )
     return (
-        "SELECT e.customer_id, e.ts, x.meter, x.meter_version, x.window_s, x.dims, x.q, x.u, "
-        f"x.l, x.f FROM {source} AS e CROSS JOIN UNNEST(CASE e.event_name {whens} "
+        "SELECT e.customer_id, e.ts, e.ts_ms, x.meter, x.meter_version, x.window_s, x.dims, "
+        f"x.q, x.u, x.l, x.f FROM {source} AS e CROSS JOIN UNNEST(CASE e.event_name {whens} "
         f"ELSE ARRAY[{_NO_METER}] END) "
         "AS x(meter, meter_version, window_s, dims, q, u, l, f) WHERE x.dims IS NOT NULL"
     )

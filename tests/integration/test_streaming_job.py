@@ -9,11 +9,15 @@ import subprocess
 import sys
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 from connectors import ledger
 from connectors.producer import produce_raw
+from connectors.registry import client as registry_client
 from meterflow.meters import load_meters
 from meterflow.settings import REPO_ROOT
 from meterflow.testing.scenario import ScenarioConfig, generate
@@ -70,10 +74,7 @@ def test_period_cost_is_the_price_of_each_period_quantity(run):
     """Every (customer, period, meter) the plans charge, priced by the hand-written prices of
     schemas/prices/scenario.yaml over the ground truth's events; nothing else."""
     s, sc = run
-    periods = defaultdict(list)  # calendar-month periods of schemas/customers/scenario.yaml
-    for e in sc.accepted:
-        month = e.timestamp.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        periods[(e.customer_id, month.replace(tzinfo=None))].append(e)
+    periods = _months(sc)
     plans = {"cust-1": "scenario_min"}  # the others are on `scenario`
     want = {}
     for (c, month), evs in periods.items():
@@ -97,12 +98,49 @@ def test_period_cost_is_the_price_of_each_period_quantity(run):
     }
 
 
+def _months(sc) -> dict:
+    periods = defaultdict(list)  # calendar-month periods of schemas/customers/scenario.yaml
+    for e in sc.accepted:
+        month = e.timestamp.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        periods[(e.customer_id, month.replace(tzinfo=None))].append(e)
+    return periods
+
+
+def test_each_quota_threshold_alerts_once(run):
+    """Plan `scenario` (cust-1 is on scenario_min, which has none): calls 100 (hard cap) and
+    gpu_max 8, at 75/90/100 %; each reached threshold once on the Avro alerts topic (readable by
+    the webhook sender's registry deserializer) and in the alerts table."""
+    s, sc = run
+    want = set()
+    for (c, month), evs in _months(sc).items():
+        if c == "cust-1":
+            continue
+        for meter, (_, q) in scenario_period_quantities(evs).items():
+            limit = {"calls": 100, "gpu_max": 8}.get(meter)
+            for pct in (75, 90, 100) if limit else ():
+                if q * 100 >= limit * pct:
+                    want.add(f"{c}/{meter}/{month:%Y%m%dT%H%M}/{pct}")
+    assert want
+    deserialize = AvroDeserializer(registry_client(s.settings))
+    topic = s.settings.alerts_topic
+    records = [
+        deserialize(m.value(), SerializationContext(topic, MessageField.VALUE))
+        for m in s.topic_records(topic)
+    ]
+    assert sorted(r["alert_id"] for r in records) == sorted(want)
+    for r in records:
+        assert r["hard_cap"] is (r["meter"] == "calls")
+        assert Decimal(r["quantity"]) * 100 >= Decimal(r["limit"]) * r["threshold_pct"]
+    stored = s.query("SELECT alert_id, hard_cap, threshold_pct FROM {db}.alerts FINAL")
+    assert {a for a, _, _ in stored} == want
+
+
 def test_the_plan_has_no_python_operator_one_deduplicate_one_window_per_size(
     base_settings, tmp_path
 ):
+    from jobs.streaming.environment import LONG_STATE_TTL
     from jobs.streaming.options import JobOptions
     from jobs.streaming.pipeline import build, compiled_plan
-    from jobs.streaming.rating import PERIOD_STATE_TTL
     from jobs.streaming.state_ttl import state_ttls
 
     opts = JobOptions(
@@ -121,8 +159,9 @@ def test_the_plan_has_no_python_operator_one_deduplicate_one_window_per_size(
     # the windows sink and the rating read one window aggregation per window size
     assert optimized.count("GroupWindowAggregate(") == len({m.window for m in meters})
     assert optimized.count("GroupAggregate(") == 1  # the period aggregation
+    assert optimized.count("OverAggregate(") == 1  # the alerts' running usage
     # the dedup forgets ids after the horizon; a period's state lives as long as the period
-    assert sorted(state_ttls(compiled_plan(stmts))) == [
-        ("stream-exec-deduplicate", "deduplicateState", "1 h"),
-        ("stream-exec-group-aggregate", "groupAggregateState", PERIOD_STATE_TTL),
+    assert sorted(state_ttls(compiled_plan(stmts, opts))) == [
+        ("stream-exec-deduplicate", "deduplicateState", "3600 s"),
+        ("stream-exec-group-aggregate", "groupAggregateState", LONG_STATE_TTL),
     ]

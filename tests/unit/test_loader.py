@@ -68,6 +68,7 @@ def test_routes_derive_from_the_events_topic():
         ("ev-late-events", "late_events", JSON_ROWS, "ev-late-events-load-dlq"),
         ("ev-windows", "usage_windows", DEBEZIUM_JSON, "ev-windows-load-dlq"),
         ("ev-period-cost", "period_cost", DEBEZIUM_JSON, "ev-period-cost-load-dlq"),
+        ("ev-alert-rows", "alerts", JSON_ROWS, "ev-alert-rows-load-dlq"),
     }
 
 

@@ -141,8 +141,8 @@ PLAN = (
 
 
 def test_state_ttls_are_set_per_operator_kind():
-    out = state_ttl.with_state_ttls(PLAN, {state_ttl.GROUP_AGGREGATE: "400 d"})
+    out = state_ttl.with_state_ttls(PLAN, {state_ttl.DEDUPLICATE: "600 s"})
     assert state_ttl.state_ttls(out) == [
-        ("stream-exec-deduplicate", "deduplicateState", "1 h"),
-        ("stream-exec-group-aggregate", "groupAggregateState", "400 d"),
+        ("stream-exec-deduplicate", "deduplicateState", "600 s"),
+        ("stream-exec-group-aggregate", "groupAggregateState", "1 h"),
     ]
