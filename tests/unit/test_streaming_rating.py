@@ -8,8 +8,10 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from jobs.streaming import rating, state_ttl
-from meterflow.meters import load_meters
+import pytest
+
+from jobs.streaming import alerts, rating, state_ttl
+from meterflow.meters import Aggregation, load_meters, parse_meter
 from meterflow.price_book import load_price_book
 from meterflow.rating import PricedPeriod, Rater, priced_periods
 from meterflow.settings import REPO_ROOT
@@ -146,3 +148,51 @@ def test_state_ttls_are_set_per_operator_kind():
         ("stream-exec-deduplicate", "deduplicateState", "600 s"),
         ("stream-exec-group-aggregate", "groupAggregateState", "1 h"),
     ]
+
+
+def test_quota_alerts_follow_the_first_crossing_of_each_threshold(tmp_path):
+    quota = alerts.quota_meters(METERS, BOOK)
+    assert [m.id for m in quota] == ["calls", "gpu_max"]  # the scenario plan's quotas
+    limit = alerts.quota_sql(BOOK, "limit")
+    assert "WHEN plan = 'scenario' AND price_version = 1 AND meter = 'calls' THEN CAST(100 AS " in (
+        limit
+    )
+    assert "AND meter = 'calls' THEN CAST(TRUE AS BOOLEAN)" in alerts.quota_sql(BOOK, "hard_cap")
+    events = alerts.quota_events_sql(METERS, BOOK, tmp_path / "p.tsv", "metered")
+    assert "WHERE meter IN ('calls', 'gpu_max')" in events
+    assert "ts_ms - MOD(ts_ms, CAST(window_s AS BIGINT) * 1000) AS ws_ms" in events
+    assert "PROCTIME() AS arrival" in events
+    running = alerts.running_sql("quota_events")
+    assert "PARTITION BY customer_id, meter, period_start_ms ORDER BY arrival" in running
+    assert "SUM(CASE WHEN q * 100 >= quota * 90 THEN 1 ELSE 0 END) OVER w AS c90" in running
+    out = alerts.alerts_sql(METERS, BOOK, "running_usage")
+    assert "WHEN 'calls' THEN (n - 1) * 100 < quota * 75 AND n * 100 >= quota * 75" in out
+    assert "WHEN 'gpu_max' THEN q * 100 >= quota * 100 AND CASE 100 WHEN 75 THEN c75 " in out
+    assert "'yyyyMMdd''T''HHmm'" in out  # alert ids as meterflow.alerts.Alert.alert_id
+
+
+def test_crossings_per_aggregation():
+    assert alerts.crossing_sql(Aggregation.SUM, "90") == (
+        "s",
+        "(s - q) * 100 < quota * 90 AND s * 100 >= quota * 90",
+    )
+    assert alerts.crossing_sql(Aggregation.MIN, "75") == ("mn", "n = 1 AND q * 100 >= quota * 75")
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "negative"),
+    [("AVG", False), ("LATEST", False), ("SUM", True)],
+)
+def test_quotas_on_two_way_quantities_are_refused(aggregation, negative):
+    m = parse_meter(
+        {
+            "id": "calls",
+            "version": 1,
+            "event_name": "api_call",
+            "aggregation": aggregation,
+            "quantity": {"from": "property", "property": "n", "allow_negative": negative},
+        },
+        "<test>",
+    )
+    with pytest.raises(alerts.UnsupportedQuota, match="not supported by the JVM job yet"):
+        alerts.quota_meters([m], BOOK)
