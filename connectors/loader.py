@@ -146,7 +146,8 @@ ROW_CONTRACT: dict[str, tuple[Column, ...]] = {
 
 JSON_ROWS = "json"  # each message value is one JSON object: the row
 DEBEZIUM_JSON = "debezium-json"  # Flink's changelog JSON: {"before":…,"after":…,"op":…}
-FORMATS = (JSON_ROWS, DEBEZIUM_JSON)
+UPSERT_JSON = "upsert-json"  # Flink's upsert-kafka: the row, or a tombstone for a delete
+FORMATS = (JSON_ROWS, DEBEZIUM_JSON, UPSERT_JSON)
 LOAD_DLQ_SUFFIX = "-load-dlq"
 KAFKA_TOPIC_MAX = 249
 
@@ -178,7 +179,7 @@ def routes(settings: Settings) -> tuple[Route, ...]:
         Route(settings.accepted_topic, "events", JSON_ROWS),
         Route(settings.late_events_topic, "late_events", JSON_ROWS),
         Route(settings.windows_topic, "usage_windows", DEBEZIUM_JSON),
-        Route(settings.period_cost_topic, "period_cost", DEBEZIUM_JSON),
+        Route(settings.period_cost_topic, "period_cost", UPSERT_JSON),
         Route(settings.alert_rows_topic, "alerts", JSON_ROWS),
     )
 
@@ -205,6 +206,12 @@ def json_row(value: bytes | None) -> bytes:
     if _is_object(stripped):
         return stripped
     raise BadRow("not a JSON object")
+
+
+def upsert_row(value: bytes | None) -> bytes | None:
+    """The row of an upsert, None for a tombstone: a delete that the newer row follows (the
+    table keeps the highest revision of a key, so it is never the row to keep)."""
+    return None if value is None else json_row(value)
 
 
 # Flink's debezium-json writes exactly {"before":<row|null>,"after":<row|null>,"op":"c"|"d"}
@@ -253,6 +260,7 @@ def _debezium_parsed(value: bytes) -> bytes | None:
 EXTRACTORS: dict[str, Callable[[bytes | None], bytes | None]] = {
     JSON_ROWS: json_row,
     DEBEZIUM_JSON: debezium_row,
+    UPSERT_JSON: upsert_row,
 }
 
 # ----------------------------------------------------------------------------- batches

@@ -130,44 +130,49 @@ def rated_meters(meters: Sequence[Meter], book: PriceBook) -> list[Meter]:
     return [m for m in meters if m.id in charged and rateable(m.aggregation)]
 
 
-def charged_sql(book: PriceBook) -> str:
-    """TRUE when (plan, price_version, meter) has a charge."""
+def charged_sql(book: PriceBook, plan: str = "plan", version: str = "price_version") -> str:
+    """TRUE when (plan, version, meter) has a charge. Applied before the period aggregation:
+    after it, the planner would fold a version every charge shares into a constant, and a
+    constant is no longer the upsert sink's key column."""
     tree: dict[str, dict[int, list[str]]] = {}
     for plan_id, version, meter_id, _ in book_charges(book):
         tree.setdefault(plan_id, {}).setdefault(version, []).append(literal(meter_id))
     if not tree:
         return "FALSE"
     plans = " ".join(
-        f"WHEN {literal(p)} THEN CASE price_version "
+        f"WHEN {literal(p)} THEN CASE {version} "
         + " ".join(f"WHEN {v} THEN meter IN ({', '.join(ms)})" for v, ms in vs.items())
         + " ELSE FALSE END"
         for p, vs in tree.items()
     )
-    return f"CASE plan {plans} ELSE FALSE END"
+    return f"CASE {plan} {plans} ELSE FALSE END"
 
 
 def priced_windows_sql(meters: Sequence[Meter], book: PriceBook, table: Path, source: str) -> str:
     """The window partials of rated meters with the period that rates them (by window start,
-    as the close assigns windows to periods), charged meters only."""
+    as the close assigns windows to periods), where the period's plan version charges them."""
     ids = ", ".join(literal(m.id) for m in rated_meters(meters, book))
     p = period_call(table, "customer_id", epoch_ms("CAST(ws AS TIMESTAMP_LTZ(3))"))
     inner = (
         "SELECT customer_id, meter, meter_version, n, s, mn, mx, lk, fs, "
         f"{p} AS p FROM {source} WHERE meter IN ({ids})"
     )
+    # period bounds in unix seconds, the form the sink writes: group keys pass to an upsert
+    # sink's primary key only as plain columns (an expression would make the planner add a
+    # stateful upsert materializer)
     return (
         "SELECT customer_id, p.subscription_id AS subscription_id, "
-        "p.period_start_ms AS period_start_ms, p.period_end_ms AS period_end_ms, meter, "
+        "p.period_start_ms / 1000 AS period_start, p.period_end_ms / 1000 AS period_end, meter, "
         "meter_version, p.plan AS plan, p.price_version AS price_version, "
         "p.currency AS currency, n, s, mn, mx, lk, fs "
-        f"FROM ({inner}) WHERE p IS NOT NULL"
+        f"FROM ({inner}) WHERE p IS NOT NULL AND {charged_sql(book, 'p.plan', 'p.price_version')}"
     )
 
 
 def period_partials_sql(source: str) -> str:
     """A period's partials: the sums, minima and maxima of its windows' partials."""
     keys = (
-        "customer_id, subscription_id, period_start_ms, period_end_ms, meter, meter_version, "
+        "customer_id, subscription_id, period_start, period_end, meter, meter_version, "
         "plan, price_version, currency"
     )
     return (
@@ -178,17 +183,13 @@ def period_partials_sql(source: str) -> str:
 
 
 def period_cost_sql(meters: Sequence[Meter], book: PriceBook, source: str) -> str:
-    """One row per (customer, meter, meter version, period) in period_cost's column names."""
+    """One row per (customer, meter, meter version, period) in period_cost's column names
+    (period bounds as unix seconds)."""
     rated = rated_meters(meters, book)
     amount = price_book_sql(book_charges(book), quantity="period_quantity", fee_sum="fs")
-
-    def stamp(ms: str) -> str:
-        return f"DATE_FORMAT(TO_TIMESTAMP_LTZ({ms}, 3), 'yyyy-MM-dd HH:mm:ss')"
-
     inner = f"SELECT *, {meter_quantity_sql(rated)} AS period_quantity FROM {source}"
     return (
-        "SELECT customer_id, subscription_id, "
-        f"{stamp('period_start_ms')} AS period_start, {stamp('period_end_ms')} AS period_end, "
+        "SELECT customer_id, subscription_id, period_start, period_end, "
         "meter, meter_version, plan, price_version, currency, period_quantity, "
-        f"{amount} AS period_amount, n AS revision FROM ({inner}) WHERE {charged_sql(book)}"
+        f"{amount} AS period_amount, n AS revision FROM ({inner})"
     )

@@ -27,6 +27,14 @@ EVENT_SELECT = (
 
 
 KEY = "customer_id"
+# the period aggregation's group keys (rating.period_partials_sql)
+PERIOD_KEY = (
+    "customer_id", "subscription_id", "period_start", "period_end", "meter", "meter_version",
+    "plan", "price_version", "currency",
+)  # fmt: skip
+# An upsert sink writes the newest row of each key once per flush (and at each checkpoint):
+# a period rewritten by many window firings costs one message per interval, not one per firing.
+UPSERT_FLUSH = ("10000", "1s")
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,9 @@ class Sink:
     columns: str
     value_format: str  # json | debezium-json | raw | avro-confluent
     key: str | None = None  # a column that also becomes the Kafka key (raw)
+    # an upsert sink (upsert-kafka): its key columns; only the newest row per key is written
+    # per flush, and no retraction at all
+    primary_key: tuple[str, ...] = ()
 
 
 def sinks(settings: Settings) -> list[Sink]:
@@ -95,19 +106,19 @@ def sinks(settings: Settings) -> list[Sink]:
         Sink(
             "period_cost_sink",
             settings.period_cost_topic,
-            "customer_id STRING, subscription_id STRING, period_start STRING, "
-            "period_end STRING, meter STRING, meter_version INT, plan STRING, "
+            "customer_id STRING, subscription_id STRING, period_start BIGINT, "
+            "period_end BIGINT, meter STRING, meter_version INT, plan STRING, "
             "price_version INT, currency STRING, period_quantity DECIMAL(38, 12), "
             "period_amount DECIMAL(38, 20), revision BIGINT",
-            "debezium-json",
-            "customer_id",
+            "json",
+            primary_key=PERIOD_KEY,
         ),
     ]
 
 
 def sink_ddl(sink: Sink, settings: Settings, opts: JobOptions) -> str:
     options = [
-        "'connector' = 'kafka'",
+        f"'connector' = '{'upsert-kafka' if sink.primary_key else 'kafka'}'",
         f"'topic' = {literal(sink.topic)}",
         f"'properties.bootstrap.servers' = {literal(settings.kafka_bootstrap)}",
         "'sink.delivery-guarantee' = 'exactly-once'",
@@ -134,8 +145,19 @@ def sink_ddl(sink: Sink, settings: Settings, opts: JobOptions) -> str:
             f"'key.fields' = '{sink.key}'",
             f"'value.fields-include' = '{include}'",
         ]
+    columns = sink.columns
+    if sink.primary_key:
+        rows, interval = UPSERT_FLUSH
+        options += [
+            "'key.format' = 'json'",
+            "'key.json.encode.decimal-as-plain-number' = 'true'",
+            "'value.fields-include' = 'ALL'",
+            f"'sink.buffer-flush.max-rows' = '{rows}'",
+            f"'sink.buffer-flush.interval' = '{interval}'",
+        ]
+        columns += f", PRIMARY KEY ({', '.join(sink.primary_key)}) NOT ENFORCED"
     return (
-        f"CREATE TEMPORARY TABLE {sink.name} ({sink.columns}) WITH (\n    "
+        f"CREATE TEMPORARY TABLE {sink.name} ({columns}) WITH (\n    "
         + ",\n    ".join(options)
         + "\n)"
     )

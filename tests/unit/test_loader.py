@@ -16,6 +16,7 @@ from connectors.loader import (
     DEBEZIUM_JSON,
     JSON_ROWS,
     ROW_CONTRACT,
+    UPSERT_JSON,
     Backoff,
     BadRow,
     Batch,
@@ -67,7 +68,7 @@ def test_routes_derive_from_the_events_topic():
         ("ev-accepted", "events", JSON_ROWS, "ev-accepted-load-dlq"),
         ("ev-late-events", "late_events", JSON_ROWS, "ev-late-events-load-dlq"),
         ("ev-windows", "usage_windows", DEBEZIUM_JSON, "ev-windows-load-dlq"),
-        ("ev-period-cost", "period_cost", DEBEZIUM_JSON, "ev-period-cost-load-dlq"),
+        ("ev-period-cost", "period_cost", UPSERT_JSON, "ev-period-cost-load-dlq"),
         ("ev-alert-rows", "alerts", JSON_ROWS, "ev-alert-rows-load-dlq"),
     }
 

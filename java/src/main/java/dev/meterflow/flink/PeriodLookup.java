@@ -12,8 +12,10 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.data.GenericRowData;
+import org.apache.flink.table.data.RowData;
+import org.apache.flink.table.data.StringData;
 import org.apache.flink.table.functions.ScalarFunction;
-import org.apache.flink.types.Row;
 
 /**
  * MF_PERIOD(table, customer, at_ms): the billing period of a customer at an instant, with the plan,
@@ -22,20 +24,39 @@ import org.apache.flink.types.Row;
  * builder into the table file named by the first argument, one period per line, tab-separated:
  * customer, start ms, end ms, subscription, plan, price version, currency (backslash escapes
  * \t \n \r \\). Periods of one customer do not overlap. Each file is read once per JVM.
+ *
+ * <p>The generated SQL reads several fields of one lookup (each a call), so the last answer is
+ * kept and returned again while the customer and the instant's period are the same, as Flink's
+ * internal row (no conversion per call).
  */
 public class PeriodLookup extends ScalarFunction {
   private static final long serialVersionUID = 1L;
   private static final Map<String, Map<String, Periods>> TABLES = new ConcurrentHashMap<>();
 
   /** One customer's periods, sorted by start. */
-  record Periods(long[] starts, long[] ends, Row[] rows) {}
+  record Periods(long[] starts, long[] ends, RowData[] rows) {}
+
+  private transient String lastTable;
+  private transient String lastCustomer;
+  private transient long lastStart;
+  private transient long lastEnd;
+  private transient RowData lastRow;
 
   @DataTypeHint(
-      "ROW<subscription_id STRING, period_start_ms BIGINT, period_end_ms BIGINT, plan STRING, "
-          + "price_version INT, currency STRING>")
-  public Row eval(String table, String customer, Long atMs) {
+      value =
+          "ROW<subscription_id STRING, period_start_ms BIGINT, period_end_ms BIGINT, plan STRING, "
+              + "price_version INT, currency STRING>",
+      bridgedTo = RowData.class)
+  public RowData eval(String table, String customer, Long atMs) {
     if (table == null || customer == null || atMs == null) {
       return null;
+    }
+    if (lastRow != null
+        && atMs >= lastStart
+        && atMs < lastEnd
+        && customer.equals(lastCustomer)
+        && table.equals(lastTable)) {
+      return lastRow;
     }
     Periods p = TABLES.computeIfAbsent(table, PeriodLookup::load).get(customer);
     if (p == null) {
@@ -48,7 +69,12 @@ public class PeriodLookup extends ScalarFunction {
     if (i < 0 || atMs >= p.ends[i]) {
       return null;
     }
-    return p.rows[i];
+    lastTable = table;
+    lastCustomer = customer;
+    lastStart = p.starts[i];
+    lastEnd = p.ends[i];
+    lastRow = p.rows[i];
+    return lastRow;
   }
 
   static Map<String, Periods> load(String path) {
@@ -81,7 +107,7 @@ public class PeriodLookup extends ScalarFunction {
       ps.sort((a, b) -> Long.compare(Long.parseLong(a[1]), Long.parseLong(b[1])));
       long[] starts = new long[ps.size()];
       long[] ends = new long[ps.size()];
-      Row[] rows = new Row[ps.size()];
+      RowData[] rows = new RowData[ps.size()];
       for (int k = 0; k < ps.size(); k++) {
         String[] f = ps.get(k);
         starts[k] = Long.parseLong(f[1]);
@@ -90,7 +116,14 @@ public class PeriodLookup extends ScalarFunction {
           throw new IllegalArgumentException(
               "MF_PERIOD: " + path + ": periods of customer " + e.getKey() + " overlap");
         }
-        rows[k] = Row.of(f[3], starts[k], ends[k], f[4], Integer.parseInt(f[5]), f[6]);
+        rows[k] =
+            GenericRowData.of(
+                StringData.fromString(f[3]),
+                starts[k],
+                ends[k],
+                StringData.fromString(f[4]),
+                Integer.parseInt(f[5]),
+                StringData.fromString(f[6]));
       }
       out.put(e.getKey(), new Periods(starts, ends, rows));
     }

@@ -7,7 +7,9 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import org.apache.flink.types.Row;
+import org.apache.flink.table.data.GenericRowData;
+import org.apache.flink.table.data.RowData;
+import org.apache.flink.table.data.StringData;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -21,6 +23,12 @@ class PeriodLookupTest {
     return p;
   }
 
+  static RowData row(String sub, long start, long end, String plan, int version, String cur) {
+    return GenericRowData.of(
+        StringData.fromString(sub), start, end, StringData.fromString(plan), version,
+        StringData.fromString(cur));
+  }
+
   @Test
   void findsThePeriodContainingAnInstant() throws IOException {
     String t = table(
@@ -30,16 +38,21 @@ class PeriodLookupTest {
                 + "a\\tb\\\\c\t0\t10\ts3\tbasic\t1\tUSD\n")
         .toString();
     PeriodLookup f = new PeriodLookup();
-    assertEquals(Row.of("s1", 1000L, 2000L, "basic", 1, "EUR"), f.eval(t, "c1", 1000L));
-    assertEquals(Row.of("s1", 1000L, 2000L, "basic", 1, "EUR"), f.eval(t, "c1", 1999L));
-    assertEquals(Row.of("s1", 2000L, 3000L, "pro", 2, "EUR"), f.eval(t, "c1", 2000L));
+    assertEquals(row("s1", 1000L, 2000L, "basic", 1, "EUR"), f.eval(t, "c1", 1000L));
+    assertEquals(row("s1", 1000L, 2000L, "basic", 1, "EUR"), f.eval(t, "c1", 1999L));
+    assertEquals(row("s1", 2000L, 3000L, "pro", 2, "EUR"), f.eval(t, "c1", 2000L));
     assertNull(f.eval(t, "c1", 999L)); // before the first period
     assertNull(f.eval(t, "c1", 3000L)); // a gap between subscriptions
     assertNull(f.eval(t, "c1", 6000L)); // after the last
     assertNull(f.eval(t, "c2", 1500L)); // no such customer
-    assertEquals(Row.of("s3", 0L, 10L, "basic", 1, "USD"), f.eval(t, "a\tb\\c", 5L));
+    assertEquals(row("s3", 0L, 10L, "basic", 1, "USD"), f.eval(t, "a\tb\\c", 5L));
     assertNull(f.eval(t, null, 5L));
     assertNull(f.eval(t, "c1", null));
+    // the kept answer is not given for another customer or outside its period
+    assertEquals(row("s1", 2000L, 3000L, "pro", 2, "EUR"), f.eval(t, "c1", 2500L));
+    assertNull(f.eval(t, "c2", 2500L));
+    assertEquals(row("s1", 1000L, 2000L, "basic", 1, "EUR"), f.eval(t, "c1", 1500L));
+    assertNull(f.eval(t, "c1", 3500L));
   }
 
   @Test
