@@ -135,8 +135,8 @@ def charged_sql(book: PriceBook, plan: str = "plan", version: str = "price_versi
     after it, the planner would fold a version every charge shares into a constant, and a
     constant is no longer the upsert sink's key column."""
     tree: dict[str, dict[int, list[str]]] = {}
-    for plan_id, version, meter_id, _ in book_charges(book):
-        tree.setdefault(plan_id, {}).setdefault(version, []).append(literal(meter_id))
+    for plan_id, number, meter_id, _ in book_charges(book):
+        tree.setdefault(plan_id, {}).setdefault(number, []).append(literal(meter_id))
     if not tree:
         return "FALSE"
     plans = " ".join(

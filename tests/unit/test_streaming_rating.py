@@ -118,18 +118,21 @@ def test_per_event_fees_only_where_a_plan_bounds_them(tmp_path):
 
 def test_period_cost_sql():
     priced = rating.priced_windows_sql(METERS, BOOK, REPO_ROOT / "p.tsv", "window_partials")
-    assert "WHERE meter IN ('calls', " in priced and "'active_users'" not in priced
-    assert "WHERE p IS NOT NULL" in priced
+    # rated meters only: active_users (UNIQUE_COUNT) is charged but priced at close
+    assert "WHERE meter IN ('calls', 'tokens', 'tokens_weighted', " in priced
+    assert "WHERE p IS NOT NULL AND CASE p.plan WHEN 'scenario' THEN CASE p.price_version " in (
+        priced
+    )
     partials = rating.period_partials_sql("priced_windows")
     assert "SUM(n) AS n, SUM(s) AS s, MIN(mn) AS mn, MAX(mx) AS mx, MAX(lk) AS lk" in partials
     assert partials.endswith(
-        "GROUP BY customer_id, subscription_id, period_start_ms, period_end_ms, meter, "
+        "GROUP BY customer_id, subscription_id, period_start, period_end, meter, "
         "meter_version, plan, price_version, currency"
     )
     cost = rating.period_cost_sql(METERS, BOOK, "period_partials")
     assert "WHEN 'gpu_avg' THEN MF_DIV(s, n)" in cost
     assert "n AS revision" in cost
-    assert "DATE_FORMAT(TO_TIMESTAMP_LTZ(period_start_ms, 3), 'yyyy-MM-dd HH:mm:ss')" in cost
+    assert cost.startswith("SELECT customer_id, subscription_id, period_start, period_end, ")
 
 
 PLAN = (
