@@ -35,7 +35,7 @@ from jobs.pricing_sql import (
 from jobs.streaming.source import epoch_ms
 from jobs.streaming.sql import literal
 from jobs.streaming.windows import meter_quantity_sql
-from meterflow.meters import Meter
+from meterflow.meters import Aggregation, Meter
 from meterflow.price_book import PriceBook
 from meterflow.pricing import Percentage, PriceModel, plain
 from meterflow.rating import PricedPeriod, rateable
@@ -151,10 +151,22 @@ def charged_sql(book: PriceBook, plan: str = "plan", version: str = "price_versi
 def priced_windows_sql(meters: Sequence[Meter], book: PriceBook, table: Path, source: str) -> str:
     """The window partials of rated meters with the period that rates them (by window start,
     as the close assigns windows to periods), where the period's plan version charges them."""
-    ids = ", ".join(literal(m.id) for m in rated_meters(meters, book))
+    rated = rated_meters(meters, book)
+    ids = ", ".join(literal(m.id) for m in rated)
+
+    def only(column: str, aggregations: tuple[Aggregation, ...]) -> str:
+        # a partial the meter's quantity does not use is NULL: MIN/MAX over a retracting
+        # input keep every value in state, and nothing is kept for a NULL
+        mine = [literal(m.id) for m in rated if m.aggregation in aggregations]
+        if not mine:
+            return f"CAST(NULL AS {'STRING' if column == 'lk' else 'DECIMAL(38, 12)'}) AS {column}"
+        return f"CASE WHEN meter IN ({', '.join(mine)}) THEN {column} END AS {column}"
+
     p = period_call(table, "customer_id", epoch_ms("CAST(ws AS TIMESTAMP_LTZ(3))"))
     inner = (
-        "SELECT customer_id, meter, meter_version, n, s, mn, mx, lk, fs, "
+        "SELECT customer_id, meter, meter_version, n, "
+        f"{only('s', (Aggregation.SUM, Aggregation.AVG))}, {only('mn', (Aggregation.MIN,))}, "
+        f"{only('mx', (Aggregation.MAX,))}, {only('lk', (Aggregation.LATEST,))}, fs, "
         f"{p} AS p FROM {source} WHERE meter IN ({ids})"
     )
     # period bounds in unix seconds, the form the sink writes: group keys pass to an upsert
