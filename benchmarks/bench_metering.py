@@ -21,8 +21,9 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 
@@ -119,6 +120,8 @@ JVM_RATING: list[str] = []  # the JVM job has no credit alerts (yet): no --credi
 
 
 BENCH_CUSTOMERS = 1000
+# workload -> (customers, Zipf exponent of their share of the events; 0 = uniform)
+WORKLOADS = {"long-tail": (BENCH_CUSTOMERS, 0.0), "heavy-hitter": (100, 1.1)}
 SUBSCRIPTIONS = REPO_ROOT / "var" / "bench" / "subscriptions.yaml"
 
 
@@ -154,8 +157,32 @@ def stop_loader(proc: subprocess.Popen | None) -> None:
             proc.wait()
 
 
-def job_run(settings: Settings, expected: int, tmp: str) -> tuple[float, float]:
-    """Run the bounded job; return (sustained rows/s, wall seconds including start-up)."""
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants (the job's JVM is a child)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for t in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (t / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return total / 1024
+
+
+@dataclass
+class JobRun:
+    rate: float  # sustained events/s
+    wall: float  # seconds, start-up included
+    job_rss_mib: float  # peak, the job's process tree
+    loader_rss_mib: float  # peak; 0 without a loader
+
+
+def job_run(settings: Settings, expected: int, tmp: str) -> JobRun:
+    """Run the bounded job; its sustained rate, wall time and peak memory."""
     migrate(settings)
     ch = connect(settings)
     db = settings.clickhouse_database
@@ -172,6 +199,7 @@ def job_run(settings: Settings, expected: int, tmp: str) -> tuple[float, float]:
         text=True,
     )
     samples: list[tuple[float, int]] = []
+    job_rss = loader_rss = 0.0
     count = f"SELECT (SELECT count() FROM {db}.events) + (SELECT count() FROM {db}.late_events)"
     deadline = time.monotonic() + 1800
     # until the job is done and (JVM engine) the loader has stored what the job wrote
@@ -180,6 +208,9 @@ def job_run(settings: Settings, expected: int, tmp: str) -> tuple[float, float]:
             raise SystemExit("job run did not finish in 30 min")
         time.sleep(0.5)
         samples.append((time.monotonic() - t0, ch.execute(count)[0][0]))
+        job_rss = max(job_rss, tree_rss_mib(proc.pid))
+        if loader is not None:
+            loader_rss = max(loader_rss, tree_rss_mib(loader.pid))
     wall = time.monotonic() - t0
     stop_loader(loader)
     if proc.returncode != 0:
@@ -190,7 +221,7 @@ def job_run(settings: Settings, expected: int, tmp: str) -> tuple[float, float]:
     if final != expected:
         raise SystemExit(f"job stored {final} events, expected {expected}")
     samples.append((wall, final))
-    return sustained_rate(samples, final), wall
+    return JobRun(sustained_rate(samples, final), wall, job_rss, loader_rss)
 
 
 def latency(settings: Settings, seconds: int, rate: int, tmp: str) -> list[float]:
@@ -285,6 +316,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--latency-rate", type=int, default=2000)
     p.add_argument("--no-rating", action="store_true", help="meter only (--prices none)")
     p.add_argument(
+        "--workload",
+        choices=sorted(WORKLOADS),
+        default="long-tail",
+        help="long-tail: 1,000 customers, about one event per window; heavy-hitter: 100 "
+        "customers, Zipf-distributed (s = 1.1), many events per window",
+    )
+    p.add_argument(
         "--engine",
         choices=["python", "jvm"],
         default="python",
@@ -317,7 +355,8 @@ def main(argv: list[str] | None = None) -> None:
                 start=start,
                 span=timedelta(hours=2),
                 events=a.events,
-                customers=BENCH_CUSTOMERS,
+                customers=WORKLOADS[a.workload][0],
+                customer_skew=WORKLOADS[a.workload][1],
                 duplicate_rate=0.02,
                 malformed_per_kind=10,
             )
@@ -336,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
                 copies.append(copy)
         expected = len(sc.accepted) + len(sc.late)
 
-        base_rates, job_rates, walls = [], [], []
+        base_rates, job_rates, walls, job_rss, loader_rss = [], [], [], [], []
         for r in range(a.runs):
             db = f"bench_{run_id}_copy{r}"
             dbs.append(db)
@@ -345,10 +384,16 @@ def main(argv: list[str] | None = None) -> None:
             db = f"bench_{run_id}_job{r}"
             dbs.append(db)
             source = copies[r] if a.engine == "jvm" else base
-            rate, wall = job_run(replace(source, clickhouse_database=db), expected, tmp)
-            job_rates.append(rate)
-            walls.append(wall)
-            log(f"run {r + 1}: metering job {rate:,.0f} events/s sustained, {wall:.1f}s wall")
+            run = job_run(replace(source, clickhouse_database=db), expected, tmp)
+            job_rates.append(run.rate)
+            walls.append(run.wall)
+            job_rss.append(run.job_rss_mib)
+            loader_rss.append(run.loader_rss_mib)
+            log(
+                f"run {r + 1}: metering job {run.rate:,.0f} events/s sustained, "
+                f"{run.wall:.1f}s wall, peak RSS job {run.job_rss_mib:,.0f} MiB, "
+                f"loader {run.loader_rss_mib:,.0f} MiB"
+            )
 
         lat_settings = replace(
             base, events_topic=f"bench-lat-{run_id}", clickhouse_database=f"bench_{run_id}_lat"
@@ -371,12 +416,18 @@ def main(argv: list[str] | None = None) -> None:
             + ", ".join(f"{x:,.0f}" for x in base_rates)
         )
         print(f"engine                      {a.engine:>12}")
+        mode = "no rating" if a.no_rating else "rating"
+        print(f"workload                    {a.workload:>12}  ({mode})")
         print(
             f"metering job (median of {a.runs})   {mj:>12,.0f} events/s    runs: "
             + ", ".join(f"{x:,.0f}" for x in job_rates)
         )
         print(f"job / baseline              {mj / mb:>12.2f} x")
         print(f"job wall incl. start-up     {statistics.median(walls):>12.1f} s")
+        print(
+            f"peak RSS (median)           job {statistics.median(job_rss):,.0f} MiB, "
+            f"loader {statistics.median(loader_rss):,.0f} MiB"
+        )
         print(
             f"event->queryable latency    p50 {q[49]:.2f}s  p99 {q[98]:.2f}s  "
             f"({len(lats)} probes at {a.latency_rate}/s)"

@@ -78,6 +78,9 @@ class ScenarioConfig:
     start: datetime = datetime(2026, 1, 1, tzinfo=UTC)
     span: timedelta = timedelta(minutes=90)
     customers: int = 4
+    # 0: every customer equally likely; s > 0: customer k (from 0) with weight 1 / (k + 1)^s
+    # (Zipf: a few heavy hitters, a long tail)
+    customer_skew: float = 0.0
     events: int = 2000
     duplicate_rate: float = 0.05
     out_of_order_rate: float = 0.10
@@ -108,6 +111,19 @@ class _Gen:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
         self.n = 0
+        self.cum_weights: list[float] | None = None
+        if cfg.customer_skew > 0:
+            total, cum = 0.0, []
+            for k in range(cfg.customers):
+                total += 1.0 / (k + 1) ** cfg.customer_skew
+                cum.append(total)
+            self.cum_weights = cum
+
+    def customer(self) -> str:
+        if self.cum_weights is None:  # unchanged draws for the scenarios tests pin by seed
+            return f"cust-{self.rng.randrange(self.cfg.customers)}"
+        k = self.rng.choices(range(self.cfg.customers), cum_weights=self.cum_weights)[0]
+        return f"cust-{k}"
 
     def event(
         self, ts: datetime, name: str | None = None, customer: str | None = None
@@ -115,7 +131,7 @@ class _Gen:
         rng = self.rng
         self.n += 1
         name = name or rng.choice(("api_call", "llm_tokens", "gpu"))
-        customer = customer or f"cust-{rng.randrange(self.cfg.customers)}"
+        customer = customer or self.customer()
         props: dict[str, str] = {"region": rng.choice(("eu", "us"))}
         value: Decimal | None = None
         if name == "api_call":

@@ -28,3 +28,18 @@ def test_late_events_are_far_behind_the_first_phase():
     head = max(e.timestamp for e in sc.accepted[: CFG.events])
     assert all(head - e.timestamp > CFG.allowed_lateness for e in sc.late)
     assert all(head - e.timestamp < CFG.allowed_lateness for e in sc.accepted[CFG.events :])
+
+
+def test_customer_skew_makes_heavy_hitters():
+    from collections import Counter
+
+    def shares(skew: float) -> list[float]:
+        sc = generate(ScenarioConfig(seed=3, customers=100, events=5000, customer_skew=skew))
+        counts = Counter(e.customer_id for e in sc.accepted)
+        return [n / len(sc.accepted) for _, n in counts.most_common()]
+
+    uniform, zipf = shares(0.0), shares(1.1)
+    assert uniform[0] < 0.05  # 1 % expected
+    # Zipf s = 1.1 over 100 customers: the first holds 1 / H(100, 1.1) ~ 22 % of the events
+    assert 0.15 < zipf[0] < 0.30
+    assert sum(zipf[:10]) > 0.5
