@@ -10,6 +10,7 @@ FUNCTIONS = {
     "MF_JSON": "dev.meterflow.flink.JsonObject",
     "MF_DIV": "dev.meterflow.flink.DivideHalfEven",
     "MF_PERIOD": "dev.meterflow.flink.PeriodLookup",
+    "MF_TALLY": "dev.meterflow.flink.Tally",
 }
 
 

@@ -34,9 +34,12 @@ def statements(
     # 1. every Kafka record, decoded in the source (never failing on bad bytes), with the
     #    watermark on validated event time
     t_env.execute_sql(source.source_ddl(settings, opts))
-    # 2. the verdict and each meter's measurement
+    # 2. the verdict and each meter's measurement; every record counted (MF_TALLY: the metric
+    #    meterflow_records_in; accepted, late and dead-lettered are counted where they leave,
+    #    duplicates are the difference)
+    validated = validation.validated_sql(meters, opts.limits, "kafka_records")
     t_env.create_temporary_view(
-        "timed", t_env.sql_query(validation.validated_sql(meters, opts.limits, "kafka_records"))
+        "timed", t_env.sql_query(f"{validated} WHERE MF_TALLY('records_in')")
     )
     # 3. the first copy of each event_id, late or on time
     t_env.create_temporary_view("unique_events", t_env.sql_query(dedup.unique_sql("timed")))
@@ -87,11 +90,16 @@ def statements(
     stmts = t_env.create_statement_set()
     stmts.add_insert_sql(
         "INSERT INTO dlq_sink SELECT status, detail, payload, kafka_topic, kafka_partition, "
-        "kafka_offset, record_ts_ms FROM timed WHERE status <> 'OK'"
+        "kafka_offset, record_ts_ms FROM timed "
+        "WHERE status <> 'OK' AND MF_TALLY('records_dead_lettered')"
     )
-    stmts.add_insert_sql(f"INSERT INTO accepted_sink SELECT {sinks.EVENT_SELECT} FROM on_time")
     stmts.add_insert_sql(
-        f"INSERT INTO late_events_sink SELECT {sinks.EVENT_SELECT}, watermark_ms FROM late"
+        f"INSERT INTO accepted_sink SELECT {sinks.EVENT_SELECT} FROM on_time "
+        "WHERE MF_TALLY('records_accepted')"
+    )
+    stmts.add_insert_sql(
+        f"INSERT INTO late_events_sink SELECT {sinks.EVENT_SELECT}, watermark_ms FROM late "
+        "WHERE MF_TALLY('records_late')"
     )
     stmts.add_insert_sql("INSERT INTO late_sink SELECT customer_id, payload FROM late")
     stmts.add_insert_sql(

@@ -5,8 +5,10 @@ holds no Python operator and exactly one Deduplicate."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import urllib.request
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,6 +24,7 @@ from meterflow.meters import load_meters
 from meterflow.settings import REPO_ROOT
 from meterflow.testing.scenario import ScenarioConfig, generate
 from tests.integration import scenario_checks as checks
+from tests.integration.conftest import kill_job
 from tests.integration.expected import scenario_amount, scenario_period_quantities
 
 METERS = REPO_ROOT / "schemas" / "meters" / "scenario.yaml"
@@ -165,3 +168,66 @@ def test_the_plan_has_no_python_operator_one_deduplicate_one_window_per_size(
         ("stream-exec-deduplicate", "deduplicateState", "3600 s"),
         ("stream-exec-group-aggregate", "groupAggregateState", LONG_STATE_TTL),
     ]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _counters(port: int) -> dict[str, float]:
+    """meterflow_* operator counters from the job's Prometheus reporter, summed over labels."""
+    out: dict[str, float] = defaultdict(float)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            name, _, rest = line.partition("{")
+            if name.startswith("flink_taskmanager_job_task_operator_meterflow_"):
+                out[name.removeprefix("flink_taskmanager_job_task_operator_meterflow_")] += float(
+                    rest.rsplit(" ", 1)[1]
+                )
+    return out
+
+
+def test_inputs_accepted_late_and_dead_letters_are_metrics_of_their_own(scratch):
+    """The running job's counters against the scenario's ground truth; duplicates are what the
+    others leave (all four read at the same moment, after the stream went quiet)."""
+    cfg = ScenarioConfig(seed=8, start=_start(), events=1500, customers=3, malformed_per_kind=1)
+    sc = generate(cfg)
+    records = [r for phase in sc.phases for r in phase]
+    produce_raw(scratch.settings, [(r.key, r.value, r.timestamp_ms) for r in records])
+    port = _free_port()
+    job = subprocess.Popen(
+        [sys.executable, "-m", "jobs.streaming", "--meters", str(METERS), "--prices", "none",
+         "--group-id", f"it-{scratch.run_id}", "--checkpoint-dir", str(scratch.checkpoints)],
+        cwd=REPO_ROOT, env={**scratch.env(), "FLINK_PROM_PORTS": str(port)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    want = {
+        "records_in": len(records),
+        "records_accepted": len(sc.accepted),
+        "records_late": len(sc.late),
+        "records_dead_lettered": sum(sc.dead_letters.values()),
+    }
+
+    def got() -> dict[str, float]:
+        try:
+            return _counters(port)
+        except OSError:
+            return {}
+
+    try:
+        scratch.wait_for(
+            "the job's counters",
+            lambda: {k: got().get(k, 0) for k in want} == want,
+            job=job,
+            describe=lambda: f"{dict(got())} != {want}",
+        )
+        c = got()
+        duplicates = (
+            c["records_in"] - c["records_accepted"] - c["records_late"]
+            - c["records_dead_lettered"]
+        )  # fmt: skip
+        assert duplicates == sc.duplicates > 0
+    finally:
+        kill_job(job)
