@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 DEMO_EVENTS ?= 20000
 
-.PHONY: help setup up down status run test unit lint fmt clean bench java-test
+.PHONY: help setup up down status run test unit lint fmt clean bench bench-jvm java-test
 
 help:
 	@echo "make setup | up | down | status | run | test | bench | lint | fmt | clean"
@@ -34,6 +34,11 @@ CLOSE_BENCH_ARGS ?=
 bench: up
 	@$(PY) -m benchmarks.bench_metering $(BENCH_ARGS)
 	@$(PY) -m benchmarks.bench_close $(CLOSE_BENCH_ARGS)
+
+bench-jvm: up  ## the JVM path: both workloads, metering only and with rating (medians of 3 each)
+	@for w in long-tail heavy-hitter; do for m in --no-rating ""; do \
+	  $(PY) -m benchmarks.bench_metering --engine jvm --workload $$w $$m $(BENCH_ARGS) || exit 1; \
+	done; done
 
 lint: setup
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
