@@ -33,7 +33,13 @@ from connectors.producer import produce_raw
 from connectors.registry import register_event_schema
 from meterflow.events import UsageEvent, schema_text
 from meterflow.settings import REPO_ROOT, Settings
-from meterflow.testing.scenario import SCENARIO_METERS, ScenarioConfig, encode, generate
+from meterflow.testing.scenario import (
+    SCENARIO_METERS,
+    Scenario,
+    ScenarioConfig,
+    encode,
+    generate,
+)
 
 
 def log(msg: str) -> None:
@@ -117,6 +123,33 @@ def job_cmd(group: str, checkpoints: str, *extra: str) -> list[str]:
 # (`--no-rating` measures metering alone)
 RATING: list[str] = []
 JVM_RATING: list[str] = []  # the JVM job has no credit alerts (yet): no --credits
+SCENARIO_PRICES = REPO_ROOT / "schemas" / "prices" / "scenario.yaml"
+
+
+def jvm_rating_args(no_rating: bool) -> list[str]:
+    """The JVM job's rating options: the scenario price book, every bench customer subscribed."""
+    if no_rating:
+        return ["--prices", "none"]
+    return ["--prices", str(SCENARIO_PRICES), "--subscriptions", str(SUBSCRIPTIONS)]
+
+
+def bench_scenario(events: int, workload: str) -> Scenario:
+    """The bench's topic: `events` events over 2 hours ending 1 hour ago, 2 % duplicates,
+    10 malformed records of every kind, customers as the workload says."""
+    customers, skew = WORKLOADS[workload]
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    return generate(
+        ScenarioConfig(
+            seed=1,
+            start=start,
+            span=timedelta(hours=2),
+            events=events,
+            customers=customers,
+            customer_skew=skew,
+            duplicate_rate=0.02,
+            malformed_per_kind=10,
+        )
+    )
 
 
 BENCH_CUSTOMERS = 1000
@@ -331,13 +364,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     ENGINE["name"] = a.engine
     write_subscriptions()
-    prices = REPO_ROOT / "schemas" / "prices" / "scenario.yaml"
-    RATING[:] = (
-        ["--prices", "none"]
-        if a.no_rating
-        else ["--prices", str(prices), "--subscriptions", str(SUBSCRIPTIONS), "--credits", "none"]
-    )
-    JVM_RATING[:] = RATING[:2] if a.no_rating else RATING[:4]
+    JVM_RATING[:] = jvm_rating_args(a.no_rating)
+    RATING[:] = JVM_RATING if a.no_rating else [*JVM_RATING, "--credits", "none"]
 
     run_id = uuid.uuid4().hex[:8]
     base = replace(Settings(), events_topic=f"bench-{run_id}")
@@ -347,20 +375,8 @@ def main(argv: list[str] | None = None) -> None:
     dbs: list[str] = []
     copies = [base]
     try:
-        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
         t0 = time.monotonic()
-        sc = generate(
-            ScenarioConfig(
-                seed=1,
-                start=start,
-                span=timedelta(hours=2),
-                events=a.events,
-                customers=WORKLOADS[a.workload][0],
-                customer_skew=WORKLOADS[a.workload][1],
-                duplicate_rate=0.02,
-                malformed_per_kind=10,
-            )
-        )
+        sc = bench_scenario(a.events, a.workload)
         records = sc.records
         log(f"generated {len(records):,} records in {time.monotonic() - t0:.1f}s")
         t0 = time.monotonic()

@@ -22,18 +22,16 @@ import time
 import urllib.request
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 
-from benchmarks.bench_metering import SUBSCRIPTIONS, write_subscriptions
+from benchmarks.bench_metering import bench_scenario, jvm_rating_args, write_subscriptions
 from connectors.kafka_admin import delete_topics, ensure_topics
 from connectors.producer import produce_raw
 from connectors.registry import register_event_schema
 from meterflow.events import schema_text
 from meterflow.settings import REPO_ROOT, Settings
-from meterflow.testing.scenario import SCENARIO_METERS, ScenarioConfig, generate
+from meterflow.testing.scenario import SCENARIO_METERS
 
 REST_PORT = 8089
-PRICES = REPO_ROOT / "schemas" / "prices" / "scenario.yaml"
 
 
 def _get(path: str) -> dict:
@@ -67,19 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     register_event_schema(s, schema_text(1))
     env = {**os.environ, "METERFLOW_EVENTS_TOPIC": s.events_topic}
     try:
-        start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
-        sc = generate(
-            ScenarioConfig(
-                seed=1, start=start, span=timedelta(hours=2), events=a.events, customers=1000,
-                duplicate_rate=0.02, malformed_per_kind=10,
-            )
-        )  # fmt: skip
+        sc = bench_scenario(a.events, "long-tail")
         produce_raw(s, [(r.key, r.value, r.timestamp_ms) for r in sc.records])
-        rating = (
-            ["--prices", "none"]
-            if a.no_rating
-            else ["--prices", str(PRICES), "--subscriptions", str(SUBSCRIPTIONS)]
-        )
+        rating = jvm_rating_args(a.no_rating)
         cmd = [
             sys.executable, "-m", "jobs.streaming", "--bounded", "--group-id", f"p-{run_id}",
             "--checkpoint-dir", str(REPO_ROOT / "var" / "profile" / run_id),

@@ -30,6 +30,7 @@ from meterflow.invoicing import FinalInvoice, Invoice, Line, adjustment_lines, b
 from meterflow.invoicing import invoice_id as make_invoice_id
 from meterflow.money import currency, format_amount
 from meterflow.period_usage import StoredEvent, period_usage
+from meterflow.rating import period_plan
 from meterflow.settings import Settings
 from meterflow.subscriptions import (
     Period,
@@ -153,12 +154,10 @@ def close(
             mine = {g.id for g in grants}
             apps = [a for a in prior_apps if a.grant_id in mine]
             for i, p in enumerate(w.to_close):
-                plan_id = sub.plan_for(p)
-                plan = cat.book.plan(plan_id)
-                version = plan.version_in_force(p.start)
+                plan, version = period_plan(sub, p, cat.book)
                 inv = build_invoice(
                     p,
-                    plan_id,
+                    plan.id,
                     version,
                     plan.currency,
                     period_usage(cat.meters, _within(events, p)),

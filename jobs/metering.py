@@ -44,6 +44,13 @@ from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
 from pyflink.table.expressions import col
 from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
+from jobs.job_args import (
+    DEFAULT_CHECKPOINTS,
+    add_job_args,
+    optional_path,
+    replay_range,
+    resolve_checkpoint,
+)
 from jobs.rating_operator import (
     ALERT_COLUMNS,
     ALERT_FIELDS,
@@ -55,17 +62,15 @@ from jobs.rating_operator import (
     dec,
     row_type,
 )
+from jobs.streaming.environment import JARS_DIR, LOOPBACK
 from jobs.streaming.sql import interval
 from meterflow.credits import DEFAULT_CREDITS_FILE
 from meterflow.decoding import Limits
 from meterflow.meters import DEFAULT_METERS_FILE, Aggregation, Meter, load_meters
 from meterflow.price_book import DEFAULT_PRICES_FILE
-from meterflow.settings import REPO_ROOT, Settings
+from meterflow.settings import Settings
 from meterflow.subscriptions import DEFAULT_SUBSCRIPTIONS_FILE
-from meterflow.utc import parse_utc
 
-JARS_DIR = REPO_ROOT / "build" / "flink-jars"
-DEFAULT_CHECKPOINTS = REPO_ROOT / "var" / "checkpoints"
 Q = DataTypes.DECIMAL(38, 12)
 
 
@@ -139,13 +144,7 @@ def table_env(opts: JobOptions) -> tuple[StreamExecutionEnvironment, StreamTable
         # key not in the worker's cache (default 1,000 keys); with 1,000 customers x 8 meters
         # a larger cache gave 2.4x the rating throughput (1,012 -> 2,417 events/s, single runs).
         "python.state.cache-size": "100000",
-        # The local mini-cluster's endpoints stay on loopback.
-        "rest.address": "127.0.0.1",
-        "rest.bind-address": "127.0.0.1",
-        "jobmanager.rpc.address": "127.0.0.1",
-        "jobmanager.bind-host": "127.0.0.1",
-        "taskmanager.host": "127.0.0.1",
-        "taskmanager.bind-host": "127.0.0.1",
+        **LOOPBACK,
         # A failing job restarts from its last checkpoint a few times, then fails loudly.
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "3",
@@ -160,7 +159,9 @@ def table_env(opts: JobOptions) -> tuple[StreamExecutionEnvironment, StreamTable
         "metrics.reporter.prom.port": os.environ.get("FLINK_PROM_PORTS", "9250-9260"),
     }
     if opts.restore_from:
-        settings["execution.state-recovery.path"] = resolve_checkpoint(opts)
+        settings["execution.state-recovery.path"] = resolve_checkpoint(
+            opts.restore_from, opts.checkpoint_dir
+        )
     for k, v in settings.items():
         conf.set_string(k, v)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
@@ -172,15 +173,6 @@ def table_env(opts: JobOptions) -> tuple[StreamExecutionEnvironment, StreamTable
         if k.startswith("table."):
             t_env.get_config().set(k, v)
     return env, t_env
-
-
-def resolve_checkpoint(opts: JobOptions) -> str:
-    if opts.restore_from != "latest":
-        return str(opts.restore_from)
-    found = sorted(opts.checkpoint_dir.glob("*/chk-*/_metadata"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise SystemExit(f"--restore latest: no completed checkpoint under {opts.checkpoint_dir}")
-    return found[-1].parent.as_uri()
 
 
 # ----------------------------------------------------------------------------- source
@@ -920,48 +912,12 @@ def build(settings: Settings, meters: Sequence[Meter], opts: JobOptions):
     return env
 
 
-def _iso_to_ms(text: str) -> int:
-    return int(parse_utc(text).timestamp() * 1000)
-
-
-def _optional_path(text: str) -> Path | None:
-    return None if text.lower() == "none" else Path(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--bounded", action="store_true", help="stop after the offsets present at start")
-    p.add_argument("--parallelism", type=int, default=JobOptions.parallelism)
-    p.add_argument("--out-of-orderness", type=int, default=JobOptions.out_of_orderness_s)
-    p.add_argument("--allowed-lateness", type=int, default=JobOptions.allowed_lateness_s)
-    p.add_argument("--dedup-horizon", type=int, default=JobOptions.dedup_horizon_s)
-    p.add_argument("--checkpoint-interval", type=int, default=JobOptions.checkpoint_interval_s)
-    p.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINTS)
-    p.add_argument("--restore", default=None, help="checkpoint path to restore, or 'latest'")
-    p.add_argument("--group-id", default=JobOptions.group_id)
-    p.add_argument("--meters", type=Path, default=DEFAULT_METERS_FILE)
-    p.add_argument(
-        "--prices",
-        type=_optional_path,
-        default=DEFAULT_PRICES_FILE,
-        help="price book for real-time rating ('none': meter without rating)",
-    )
-    p.add_argument("--subscriptions", type=_optional_path, default=DEFAULT_SUBSCRIPTIONS_FILE)
-    p.add_argument("--credits", type=_optional_path, default=DEFAULT_CREDITS_FILE)
-    p.add_argument(
-        "--replay",
-        nargs=2,
-        metavar=("FROM", "TO"),
-        default=None,
-        help="re-meter the records with Kafka timestamps in [FROM, TO) (UTC ISO times), stop",
-    )
+    add_job_args(p, JobOptions)
+    p.add_argument("--credits", type=optional_path, default=DEFAULT_CREDITS_FILE)
     a = p.parse_args(argv)
-    replay = None
-    if a.replay is not None:
-        lo, hi = (_iso_to_ms(t) for t in a.replay)
-        if hi <= lo:
-            p.error(f"--replay: {a.replay[1]} is not after {a.replay[0]}")
-        replay = (lo, hi)
+    replay = replay_range(p, a)
     opts = JobOptions(
         bounded=a.bounded,
         parallelism=a.parallelism,
@@ -974,9 +930,9 @@ def main(argv: list[str] | None = None) -> None:
         group_id=a.group_id,
         # absolute: Python workers on a cluster may not run in this directory
         meters_file=a.meters.resolve(),
-        prices_file=a.prices.resolve() if a.prices else None,
-        subscriptions_file=a.subscriptions.resolve() if a.subscriptions else None,
-        credits_file=a.credits.resolve() if a.credits else None,
+        prices_file=a.prices,
+        subscriptions_file=a.subscriptions,
+        credits_file=a.credits,
         replay=replay,
     )
     env = build(Settings(), load_meters(opts.meters_file), opts)

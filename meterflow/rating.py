@@ -25,7 +25,7 @@ from decimal import Decimal
 from meterflow.aggregation import Partials, combined_quantity, merged
 from meterflow.alerts import Quota, crossed
 from meterflow.meters import Aggregation
-from meterflow.price_book import PriceBook
+from meterflow.price_book import Plan, PlanVersion, PriceBook
 from meterflow.pricing import PriceModel
 from meterflow.subscriptions import (
     Period,
@@ -183,22 +183,26 @@ class Rater:
         period = period_at(sub, at)
         if period is None:
             return None
-        plan_id = sub.plan_for(period)
-        plan = self._book.plan(plan_id)
-        # The version in force when the period starts prices the whole period.
-        version = plan.version_in_force(period.start)
+        plan, version = period_plan(sub, period, self._book)
         charge = version.charges.get(meter)
         if charge is None:
             return None
         return RatingContext(
             sub,
             period,
-            plan_id,
+            plan.id,
             version.version,
             plan.currency.code,
             charge.model,
             version.quotas.get(meter),
         )
+
+
+def period_plan(sub: Subscription, period: Period, book: PriceBook) -> tuple[Plan, PlanVersion]:
+    """The plan billed for a period and the version that prices it: the one in force when the
+    period starts prices the whole period."""
+    plan = book.plan(sub.plan_for(period))
+    return plan, plan.version_in_force(period.start)
 
 
 @dataclass(frozen=True)
@@ -224,16 +228,14 @@ def priced_periods(
     out = []
     for sub in subscriptions:
         for period in periods(sub, until):
-            plan_id = sub.plan_for(period)
-            plan = book.plan(plan_id)
-            version = plan.version_in_force(period.start)
+            plan, version = period_plan(sub, period, book)
             out.append(
                 PricedPeriod(
                     sub.customer_id,
                     period.start,
                     period.end,
                     sub.id,
-                    plan_id,
+                    plan.id,
                     version.version,
                     plan.currency.code,
                 )

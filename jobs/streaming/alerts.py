@@ -24,6 +24,7 @@ from pathlib import Path
 
 from jobs.streaming.rating import period_call
 from jobs.streaming.sql import literal
+from jobs.streaming.windows import quantity_sql
 from meterflow.alerts import THRESHOLDS
 from meterflow.meters import Aggregation, Meter
 from meterflow.price_book import PriceBook
@@ -120,28 +121,31 @@ def running_sql(source: str) -> str:
 
 
 def crossing_sql(aggregation: Aggregation, pct: str) -> tuple[str, str]:
-    """(the period quantity after the row, whether the row first reaches `pct` % of quota)."""
+    """(the period quantity after the row, whether the row first reaches `pct` % of quota).
+    The running partials are named as a window's (running_sql), so the quantity is the
+    window's formula."""
     reach = f"quota * {pct}"
     match aggregation:
         case Aggregation.COUNT:
-            q = "CAST(n AS DECIMAL(38, 12))"
-            return q, f"(n - 1) * 100 < {reach} AND n * 100 >= {reach}"
+            first = f"(n - 1) * 100 < {reach} AND n * 100 >= {reach}"
         case Aggregation.SUM:
-            return "s", f"(s - q) * 100 < {reach} AND s * 100 >= {reach}"
+            first = f"(s - q) * 100 < {reach} AND s * 100 >= {reach}"
         case Aggregation.MAX:
             # the first row at or above the threshold (counted per threshold in running_sql)
             count = f"CASE {pct} " + " ".join(f"WHEN {t} THEN c{t}" for t in THRESHOLDS) + " END"
-            return "mx", f"q * 100 >= {reach} AND {count} = 1"
+            first = f"q * 100 >= {reach} AND {count} = 1"
         case Aggregation.MIN:
-            return "mn", f"n = 1 AND q * 100 >= {reach}"
-    raise UnsupportedQuota(f"no first-crossing rule for {aggregation.value}")
+            first = f"n = 1 AND q * 100 >= {reach}"
+        case _:
+            raise UnsupportedQuota(f"no first-crossing rule for {aggregation.value}")
+    return quantity_sql(aggregation), first
 
 
 def alerts_sql(meters: Sequence[Meter], book: PriceBook, source: str) -> str:
     """One row per (customer, meter, period, threshold) reached, in the alerts' field names
     (the schema's `limit` is `quota` here, as in the alerts table)."""
     mine = quota_meters(meters, book)
-    qs = " ".join(f"WHEN {literal(m.id)} THEN {crossing_sql(m.aggregation, '0')[0]}" for m in mine)
+    qs = " ".join(f"WHEN {literal(m.id)} THEN {quantity_sql(m.aggregation)}" for m in mine)
 
     def reached(t: int) -> str:
         conds = " ".join(

@@ -8,6 +8,7 @@ from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
+from jobs.job_args import resolve_checkpoint
 from jobs.streaming.options import JobOptions
 from meterflow.settings import REPO_ROOT, Settings
 
@@ -67,15 +68,6 @@ def flink_settings(opts: JobOptions) -> dict[str, str]:
     }
 
 
-def resolve_checkpoint(opts: JobOptions) -> str:
-    if opts.restore_from != "latest":
-        return str(opts.restore_from)
-    found = sorted(opts.checkpoint_dir.glob("*/chk-*/_metadata"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise SystemExit(f"--restore latest: no completed checkpoint under {opts.checkpoint_dir}")
-    return found[-1].parent.as_uri()
-
-
 def table_env(
     settings: Settings, opts: JobOptions
 ) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
@@ -85,7 +77,9 @@ def table_env(
     conf = Configuration()
     values = flink_settings(opts)
     if opts.restore_from:
-        values["execution.state-recovery.path"] = resolve_checkpoint(opts)
+        values["execution.state-recovery.path"] = resolve_checkpoint(
+            opts.restore_from, opts.checkpoint_dir
+        )
     if os.environ.get("METERFLOW_FLINK_REST_PORT"):
         # the mini-cluster's REST API (per-operator busy time, back pressure) for profiling
         values["rest.port"] = os.environ["METERFLOW_FLINK_REST_PORT"]

@@ -6,14 +6,11 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs.job_args import DEFAULT_CHECKPOINTS, add_job_args, replay_range
 from meterflow.decoding import Limits
 from meterflow.meters import DEFAULT_METERS_FILE
 from meterflow.price_book import DEFAULT_PRICES_FILE
-from meterflow.settings import REPO_ROOT
 from meterflow.subscriptions import DEFAULT_SUBSCRIPTIONS_FILE
-from meterflow.utc import parse_utc
-
-DEFAULT_CHECKPOINTS = REPO_ROOT / "var" / "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -39,49 +36,12 @@ class JobOptions:
     replay: tuple[int, int] | None = None  # Kafka record time range [from, to) in ms
 
 
-def _optional_path(text: str) -> Path | None:
-    return None if text.lower() == "none" else Path(text).resolve()
-
-
-def _iso_to_ms(text: str) -> int:
-    return int(parse_utc(text).timestamp() * 1000)
-
-
 def parse_args(argv: list[str] | None, description: str) -> JobOptions:
     p = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawTextHelpFormatter
     )
-    p.add_argument("--bounded", action="store_true", help="stop after the offsets present at start")
-    p.add_argument("--parallelism", type=int, default=JobOptions.parallelism)
-    p.add_argument("--out-of-orderness", type=int, default=JobOptions.out_of_orderness_s)
-    p.add_argument("--allowed-lateness", type=int, default=JobOptions.allowed_lateness_s)
-    p.add_argument("--dedup-horizon", type=int, default=JobOptions.dedup_horizon_s)
-    p.add_argument("--checkpoint-interval", type=int, default=JobOptions.checkpoint_interval_s)
-    p.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINTS)
-    p.add_argument("--restore", default=None, help="checkpoint path to restore, or 'latest'")
-    p.add_argument("--group-id", default=JobOptions.group_id)
-    p.add_argument("--meters", type=Path, default=DEFAULT_METERS_FILE)
-    p.add_argument(
-        "--prices",
-        type=_optional_path,
-        default=DEFAULT_PRICES_FILE,
-        help="price book for real-time rating ('none': meter without rating)",
-    )
-    p.add_argument("--subscriptions", type=_optional_path, default=DEFAULT_SUBSCRIPTIONS_FILE)
-    p.add_argument(
-        "--replay",
-        nargs=2,
-        metavar=("FROM", "TO"),
-        default=None,
-        help="re-meter the records with Kafka timestamps in [FROM, TO) (UTC ISO times), stop",
-    )
+    add_job_args(p, JobOptions)
     a = p.parse_args(argv)
-    replay = None
-    if a.replay is not None:
-        lo, hi = (_iso_to_ms(t) for t in a.replay)
-        if hi <= lo:
-            p.error(f"--replay: {a.replay[1]} is not after {a.replay[0]}")
-        replay = (lo, hi)
     return JobOptions(
         bounded=a.bounded,
         parallelism=a.parallelism,
@@ -95,5 +55,5 @@ def parse_args(argv: list[str] | None, description: str) -> JobOptions:
         meters_file=a.meters.resolve(),
         prices_file=a.prices,
         subscriptions_file=a.subscriptions,
-        replay=replay,
+        replay=replay_range(p, a),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -51,8 +52,8 @@ def statements(
         "on_time", t_env.sql_query("SELECT * FROM classified WHERE NOT is_late")
     )
     t_env.create_temporary_view("late", t_env.sql_query("SELECT * FROM classified WHERE is_late"))
-    book, table = _rating_inputs(meters, opts)
-    fees = rating.fees(meters, book, table) if book is not None and table is not None else {}
+    rated = _rating_inputs(meters, opts)
+    fees = rating.fees(meters, rated.book, rated.table) if rated is not None else {}
     # 4. one row per (event, meter selecting it), and each window's partials
     t_env.create_temporary_view(
         "metered", t_env.sql_query(windows.exploded_sql(meters, "on_time", fees))
@@ -67,21 +68,20 @@ def statements(
             " UNION ALL ".join(windows.partials_sql(meters, s, "metered") for s in sizes)
         ),
     )
-    if book is not None and table is not None:
+    if rated is not None:
         # 5. each period's cost so far, from its windows
-        # a catalog view, not a Table: the period aggregation's state TTL hint names it
-        priced = rating.priced_windows_sql(meters, book, table, "window_partials")
-        t_env.execute_sql(f"CREATE TEMPORARY VIEW priced_windows AS {priced}")
+        priced = rating.priced_windows_sql(meters, rated.book, rated.table, "window_partials")
+        t_env.create_temporary_view("priced_windows", t_env.sql_query(priced))
         t_env.create_temporary_view(
             "period_partials", t_env.sql_query(rating.period_partials_sql("priced_windows"))
         )
         # 6. quota alerts, once per threshold, from the running period usage of the events
-        if alerts.quota_meters(meters, book):
-            quota_events = alerts.quota_events_sql(meters, book, table, "metered")
+        if rated.quotas:
+            quota_events = alerts.quota_events_sql(meters, rated.book, rated.table, "metered")
             t_env.create_temporary_view("quota_events", t_env.sql_query(quota_events))
             running = alerts.running_sql("quota_events")
             t_env.create_temporary_view("running_usage", t_env.sql_query(running))
-            crossed = alerts.alerts_sql(meters, book, "running_usage")
+            crossed = alerts.alerts_sql(meters, rated.book, "running_usage")
             t_env.create_temporary_view("quota_alerts", t_env.sql_query(crossed))
 
     # 7. every output to Kafka, exactly once
@@ -105,10 +105,10 @@ def statements(
     stmts.add_insert_sql(
         f"INSERT INTO windows_sink {windows.windows_sql(meters, 'window_partials')}"
     )
-    if book is not None:
-        cost = rating.period_cost_sql(meters, book, "period_partials")
+    if rated is not None:
+        cost = rating.period_cost_sql(meters, rated.book, "period_partials")
         stmts.add_insert_sql(f"INSERT INTO period_cost_sink {cost}")
-        if alerts.quota_meters(meters, book):
+        if rated.quotas:
             stmts.add_insert_sql(
                 f"INSERT INTO alerts_sink SELECT {alerts.AVRO_SELECT} FROM quota_alerts"
             )
@@ -118,18 +118,24 @@ def statements(
     return stmts
 
 
-def _rating_inputs(
-    meters: Sequence[Meter], opts: JobOptions
-) -> tuple[PriceBook | None, Path | None]:
-    """The price book and the period table when rating is on and some meter is rated."""
+@dataclass(frozen=True)
+class RatingInputs:
+    book: PriceBook
+    table: Path  # the period table MF_PERIOD reads
+    quotas: bool  # some rated meter has a quota: the job sends alerts
+
+
+def _rating_inputs(meters: Sequence[Meter], opts: JobOptions) -> RatingInputs | None:
+    """What rating needs, when rating is on and some meter is rated."""
     if opts.prices_file is None or opts.subscriptions_file is None:
-        return None, None
+        return None
     book = load_price_book(opts.prices_file)
     if not rating.rated_meters(meters, book):
-        return None, None
+        return None
     until = datetime.now(UTC) + RATING_HORIZON
     periods = priced_periods(load_subscriptions(opts.subscriptions_file), book, until)
-    return book, rating.write_period_table(periods, opts.checkpoint_dir / "rating")
+    table = rating.write_period_table(periods, opts.checkpoint_dir / "rating")
+    return RatingInputs(book, table, bool(alerts.quota_meters(meters, book)))
 
 
 def build(

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 
 # node type (without its version suffix) -> TTL, in the plan's own duration syntax
 DEDUPLICATE = "stream-exec-deduplicate"
-GROUP_AGGREGATE = "stream-exec-group-aggregate"
 
 
 def node_kind(node_type: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -154,6 +155,12 @@ class Scratch:
                 detail = f": {describe()}" if describe else ""
                 pytest.fail(f"timed out after {timeout}s waiting for {what}{detail}")
             time.sleep(1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def kill_job(job: subprocess.Popen) -> None:

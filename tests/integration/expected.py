@@ -202,6 +202,51 @@ def scenario_price(meter: str, q: Decimal) -> Decimal:
     raise KeyError(meter)
 
 
+# schemas/customers/scenario.yaml: cust-1 is on plan scenario_min, every other customer on scenario
+SCENARIO_PLANS = {"cust-1": "scenario_min"}
+# quota limits of plan `scenario` version 1 (scenario_min has none); thresholds in percent
+SCENARIO_QUOTAS = {"calls": Decimal(100), "gpu_max": Decimal(8)}
+THRESHOLDS = (75, 90, 100)
+
+
+def scenario_months(events: list[UsageEvent]) -> dict[tuple[str, datetime], list[UsageEvent]]:
+    """(customer, naive UTC month start) -> its events: the calendar-month periods of
+    schemas/customers/scenario.yaml."""
+    periods: dict[tuple[str, datetime], list[UsageEvent]] = defaultdict(list)
+    for e in events:
+        month = e.timestamp.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        periods[(e.customer_id, month.replace(tzinfo=None))].append(e)
+    return periods
+
+
+def scenario_period_amounts(
+    months: dict[tuple[str, datetime], list[UsageEvent]],
+) -> dict[tuple[str, datetime, str], tuple[Decimal, int]]:
+    """(customer, month, meter) -> (unrounded amount, events) of every line streamed rating
+    prices (UNIQUE_COUNT's active_users is priced at close only)."""
+    out = {}
+    for (c, month), evs in months.items():
+        for meter, (n, _q) in scenario_period_quantities(evs).items():
+            if meter != "active_users":
+                plan = SCENARIO_PLANS.get(c, "scenario")
+                out[(c, month, meter)] = (scenario_amount(plan, meter, evs), n)
+    return out
+
+
+def scenario_quota_alert_ids(months: dict[tuple[str, datetime], list[UsageEvent]]) -> set[str]:
+    """The id of every quota threshold the period quantities reach, as Alert.alert_id."""
+    want = set()
+    for (c, month), evs in months.items():
+        if SCENARIO_PLANS.get(c, "scenario") != "scenario":
+            continue
+        for meter, (_, q) in scenario_period_quantities(evs).items():
+            limit = SCENARIO_QUOTAS.get(meter)
+            for pct in THRESHOLDS if limit else ():
+                if q * 100 >= limit * pct:
+                    want.add(f"{c}/{meter}/{month:%Y%m%dT%H%M}/{pct}")
+    return want
+
+
 def id_digest(ids) -> str:
     total = sum(int.from_bytes(hashlib.md5(i.encode()).digest()[:8], "big") for i in ids)
     return f"{total % 2**64:016x}"

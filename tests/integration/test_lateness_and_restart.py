@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import fastavro
@@ -20,8 +20,9 @@ from tests.integration.expected import (
     WINDOWS_SQL,
     actual_windows,
     expected_windows,
-    scenario_amount,
-    scenario_period_quantities,
+    scenario_months,
+    scenario_period_amounts,
+    scenario_quota_alert_ids,
     window_diff,
 )
 
@@ -147,21 +148,10 @@ def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
     head = max(e.timestamp for e in sc.accepted)
     flush = flush_phase(sc, cfg, at=head + timedelta(hours=2))
     cut = len(records) * 6 // 10
-    periods = defaultdict(list)  # calendar-month periods of schemas/customers/scenario.yaml
-    for e in sc.accepted:
-        month = e.timestamp.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        periods[(e.customer_id, month.replace(tzinfo=None))].append(e)
+    periods = scenario_months(sc.accepted)
     # quota alerts of plan `scenario` (cust-1 is on scenario_min, which has none): calls 100,
     # gpu_max 8, at 75/90/100 %
-    want_alerts = set()
-    for (c, month), evs in periods.items():
-        if c == "cust-1":
-            continue
-        for meter, (_, q) in scenario_period_quantities(evs).items():
-            limit = {"calls": 100, "gpu_max": 8}.get(meter)
-            for pct in (75, 90, 100) if limit else ():
-                if q * 100 >= limit * pct:
-                    want_alerts.add(f"{c}/{meter}/{month:%Y%m%dT%H%M}/{pct}")
+    want_alerts = scenario_quota_alert_ids(periods)
 
     job = scratch.start_job(*JOB_ARGS)
     try:
@@ -224,14 +214,7 @@ def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
         # each equal to the hand-written price of the period's quantity
         rated = {(c, ps, m): a for c, ps, m, a in scratch.query(RATED_SQL)}
         assert rated == {(c, ps, m): a for c, ps, m, a in ref.query(RATED_SQL)}
-        want = {}
-        plans = {"cust-1": "scenario_min"}  # schemas/customers/scenario.yaml
-        for (c, month), evs in periods.items():
-            for meter in scenario_period_quantities(evs):
-                if meter != "active_users":  # UNIQUE_COUNT: priced at close only
-                    plan = plans.get(c, "scenario")
-                    want[(c, month, meter)] = scenario_amount(plan, meter, evs)
-        assert rated == want
+        assert rated == {k: a for k, (a, _n) in scenario_period_amounts(periods).items()}
 
 
 def _alert_id(payload: bytes) -> str:

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.kafka_admin import delete_topics, ensure_topics
 from connectors.loader import Loader, LoaderConfig, routes
 from meterflow.settings import REPO_ROOT, Settings
-from tests.integration.conftest import Scratch, kill_job
+from tests.integration.conftest import Scratch, free_port, kill_job
 
 T0_MS = 1_767_323_045_000  # 2026-01-02 03:04:05 UTC
 
@@ -162,12 +161,6 @@ def test_committed_transactions_load_exactly_and_aborted_ones_never(loading):
 
 
 # ----------------------------------------------------------------------------- subprocess helpers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -5,7 +5,6 @@ holds no Python operator and exactly one Deduplicate."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -24,8 +23,13 @@ from meterflow.meters import load_meters
 from meterflow.settings import REPO_ROOT
 from meterflow.testing.scenario import ScenarioConfig, generate
 from tests.integration import scenario_checks as checks
-from tests.integration.conftest import kill_job
-from tests.integration.expected import scenario_amount, scenario_period_quantities
+from tests.integration.conftest import free_port, kill_job
+from tests.integration.expected import (
+    SCENARIO_PLANS,
+    scenario_months,
+    scenario_period_amounts,
+    scenario_quota_alert_ids,
+)
 
 METERS = REPO_ROOT / "schemas" / "meters" / "scenario.yaml"
 PRICES = REPO_ROOT / "schemas" / "prices" / "scenario.yaml"
@@ -77,14 +81,8 @@ def test_period_cost_is_the_price_of_each_period_quantity(run):
     """Every (customer, period, meter) the plans charge, priced by the hand-written prices of
     schemas/prices/scenario.yaml over the ground truth's events; nothing else."""
     s, sc = run
-    periods = _months(sc)
-    plans = {"cust-1": "scenario_min"}  # the others are on `scenario`
-    want = {}
-    for (c, month), evs in periods.items():
-        for meter, (n, _q) in scenario_period_quantities(evs).items():
-            if meter != "active_users":  # UNIQUE_COUNT: priced at close only
-                amount = scenario_amount(plans.get(c, "scenario"), meter, evs)
-                want[(c, month, meter)] = (amount, n)
+    periods = scenario_months(sc.accepted)
+    want = scenario_period_amounts(periods)
     rows = s.query(
         "SELECT customer_id, period_start, meter, period_amount, revision, plan, price_version, "
         "currency FROM {db}.period_cost FINAL"
@@ -97,16 +95,8 @@ def test_period_cost_is_the_price_of_each_period_quantity(run):
         k: a for k, (a, _n) in want.items()
     }
     assert {(c, plan, v, cur) for c, _, _, _, _, plan, v, cur in rows} == {
-        (c, plans.get(c, "scenario"), 1, "USD") for c, _ in periods
+        (c, SCENARIO_PLANS.get(c, "scenario"), 1, "USD") for c, _ in periods
     }
-
-
-def _months(sc) -> dict:
-    periods = defaultdict(list)  # calendar-month periods of schemas/customers/scenario.yaml
-    for e in sc.accepted:
-        month = e.timestamp.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        periods[(e.customer_id, month.replace(tzinfo=None))].append(e)
-    return periods
 
 
 def test_each_quota_threshold_alerts_once(run):
@@ -114,15 +104,7 @@ def test_each_quota_threshold_alerts_once(run):
     gpu_max 8, at 75/90/100 %; each reached threshold once on the Avro alerts topic (readable by
     the webhook sender's registry deserializer) and in the alerts table."""
     s, sc = run
-    want = set()
-    for (c, month), evs in _months(sc).items():
-        if c == "cust-1":
-            continue
-        for meter, (_, q) in scenario_period_quantities(evs).items():
-            limit = {"calls": 100, "gpu_max": 8}.get(meter)
-            for pct in (75, 90, 100) if limit else ():
-                if q * 100 >= limit * pct:
-                    want.add(f"{c}/{meter}/{month:%Y%m%dT%H%M}/{pct}")
+    want = scenario_quota_alert_ids(scenario_months(sc.accepted))
     assert want
     deserialize = AvroDeserializer(registry_client(s.settings))
     topic = s.settings.alerts_topic
@@ -170,12 +152,6 @@ def test_the_plan_has_no_python_operator_one_deduplicate_one_window_per_size(
     ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _counters(port: int) -> dict[str, float]:
     """meterflow_* operator counters from the job's Prometheus reporter, summed over labels."""
     out: dict[str, float] = defaultdict(float)
@@ -196,7 +172,7 @@ def test_inputs_accepted_late_and_dead_letters_are_metrics_of_their_own(scratch)
     sc = generate(cfg)
     records = [r for phase in sc.phases for r in phase]
     produce_raw(scratch.settings, [(r.key, r.value, r.timestamp_ms) for r in records])
-    port = _free_port()
+    port = free_port()
     job = subprocess.Popen(
         [sys.executable, "-m", "jobs.streaming", "--meters", str(METERS), "--prices", "none",
          "--group-id", f"it-{scratch.run_id}", "--checkpoint-dir", str(scratch.checkpoints)],

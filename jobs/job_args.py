@@ -1,0 +1,72 @@
+"""The command line both metering jobs share (jobs/metering.py and jobs/streaming)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from meterflow.meters import DEFAULT_METERS_FILE
+from meterflow.price_book import DEFAULT_PRICES_FILE
+from meterflow.settings import REPO_ROOT
+from meterflow.subscriptions import DEFAULT_SUBSCRIPTIONS_FILE
+from meterflow.utc import parse_utc
+
+DEFAULT_CHECKPOINTS = REPO_ROOT / "var" / "checkpoints"
+
+
+def optional_path(text: str) -> Path | None:
+    """A file argument, or 'none'; absolute, since a cluster's workers may run elsewhere."""
+    return None if text.lower() == "none" else Path(text).resolve()
+
+
+def iso_to_ms(text: str) -> int:
+    return int(parse_utc(text).timestamp() * 1000)
+
+
+def add_job_args(p: argparse.ArgumentParser, defaults: Any) -> None:
+    """The options of both jobs; `defaults` is the job's options class (its field defaults)."""
+    p.add_argument("--bounded", action="store_true", help="stop after the offsets present at start")
+    p.add_argument("--parallelism", type=int, default=defaults.parallelism)
+    p.add_argument("--out-of-orderness", type=int, default=defaults.out_of_orderness_s)
+    p.add_argument("--allowed-lateness", type=int, default=defaults.allowed_lateness_s)
+    p.add_argument("--dedup-horizon", type=int, default=defaults.dedup_horizon_s)
+    p.add_argument("--checkpoint-interval", type=int, default=defaults.checkpoint_interval_s)
+    p.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINTS)
+    p.add_argument("--restore", default=None, help="checkpoint path to restore, or 'latest'")
+    p.add_argument("--group-id", default=defaults.group_id)
+    p.add_argument("--meters", type=Path, default=DEFAULT_METERS_FILE)
+    p.add_argument(
+        "--prices",
+        type=optional_path,
+        default=DEFAULT_PRICES_FILE,
+        help="price book for real-time rating ('none': meter without rating)",
+    )
+    p.add_argument("--subscriptions", type=optional_path, default=DEFAULT_SUBSCRIPTIONS_FILE)
+    p.add_argument(
+        "--replay",
+        nargs=2,
+        metavar=("FROM", "TO"),
+        default=None,
+        help="re-meter the records with Kafka timestamps in [FROM, TO) (UTC ISO times), stop",
+    )
+
+
+def replay_range(p: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[int, int] | None:
+    """--replay as [from, to) in ms; an empty range is a usage error."""
+    if a.replay is None:
+        return None
+    lo, hi = (iso_to_ms(t) for t in a.replay)
+    if hi <= lo:
+        p.error(f"--replay: {a.replay[1]} is not after {a.replay[0]}")
+    return lo, hi
+
+
+def resolve_checkpoint(restore_from: str, checkpoint_dir: Path) -> str:
+    """--restore's checkpoint: the path given, or for 'latest' the newest completed one."""
+    if restore_from != "latest":
+        return str(restore_from)
+    found = sorted(checkpoint_dir.glob("*/chk-*/_metadata"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"--restore latest: no completed checkpoint under {checkpoint_dir}")
+    return found[-1].parent.as_uri()
