@@ -23,10 +23,10 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 
+from benchmarks.process_stats import stack_pids, tree_cpu_s, tree_rss_mib
 from connectors.clickhouse import connect, migrate
 from connectors.kafka_admin import delete_topics, ensure_topics
 from connectors.producer import produce_raw
@@ -53,8 +53,10 @@ def sustained_rate(samples: list[tuple[float, int]], total: int) -> float:
     return 0.8 * total / max(t90 - t10, 1e-9)
 
 
-def baseline_copy(settings: Settings, db: str, total: int) -> float:
-    """Consume the topic from the start and INSERT raw records in batches; rows/s."""
+def baseline_copy(settings: Settings, db: str, total: int) -> tuple[float, dict[str, float]]:
+    """Consume the topic from the start and INSERT raw records in batches; rows/s and CPU µs
+    per record by process (this one, the broker, ClickHouse)."""
+    pids = {"copy": os.getpid(), **stack_pids()}
     ch = connect(settings)
     ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
     ch.execute(
@@ -71,6 +73,7 @@ def baseline_copy(settings: Settings, db: str, total: int) -> float:
     )
     c.subscribe([settings.events_topic])
     done, samples, t0 = 0, [], time.monotonic()
+    cpu: list[tuple[float, int, dict[str, float]]] = []
     while done < total:
         msgs = c.consume(20_000, timeout=1)
         rows = [
@@ -80,10 +83,27 @@ def baseline_copy(settings: Settings, db: str, total: int) -> float:
             ch.execute(f"INSERT INTO {db}.copy VALUES", rows)
             done += len(rows)
             samples.append((time.monotonic() - t0, done))
+            cpu.append((*samples[-1], {k: tree_cpu_s(p) for k, p in pids.items()}))
         if time.monotonic() - t0 > 1800:
             raise SystemExit("baseline copy did not finish in 30 min")
     c.close()
-    return sustained_rate(samples, total)
+    return sustained_rate(samples, total), cpu_per_event_us(cpu, total)
+
+
+def decode_ceiling(settings: Settings) -> tuple[float, float]:
+    """Baseline (b): Flink decoding the topic into a blackhole (benchmarks/decode_ceiling.py),
+    records/s sustained and the Flink process's CPU µs per record."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.decode_ceiling", "--topic", settings.events_topic,
+         "--group-id", f"ceiling-{uuid.uuid4().hex[:8]}"],
+        cwd=REPO_ROOT, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    line = next(x for x in out.splitlines() if x.startswith("samples"))
+    got = [x.split(":") for x in line.split()[1:]]
+    samples = [(float(t), int(n), {"flink": float(c)}) for t, n, c in got]
+    total = max(n for _, n, _ in samples)
+    rate = sustained_rate([(t, n) for t, n, _ in samples], total)
+    return rate, cpu_per_event_us(samples, total)["flink"]
 
 
 def job_env(settings: Settings) -> dict[str, str]:
@@ -190,20 +210,15 @@ def stop_loader(proc: subprocess.Popen | None) -> None:
             proc.wait()
 
 
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of a process and all its descendants (the job's JVM is a child)."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            for t in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (t / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError, ValueError):
-            continue
-    return total / 1024
+def cpu_per_event_us(
+    samples: list[tuple[float, int, dict[str, float]]], total: int
+) -> dict[str, float]:
+    """CPU microseconds per stored event by process, between 10 % and 90 % of `total` (the
+    window the sustained rate is measured over)."""
+    a = next(c for _, n, c in samples if n >= 0.1 * total)
+    b, nb = next((c, n) for _, n, c in samples if n >= 0.9 * total)
+    na = next(n for _, n, _ in samples if n >= 0.1 * total)
+    return {k: 1e6 * (b[k] - a[k]) / max(nb - na, 1) for k in a}
 
 
 @dataclass
@@ -212,6 +227,7 @@ class JobRun:
     wall: float  # seconds, start-up included
     job_rss_mib: float  # peak, the job's process tree
     loader_rss_mib: float  # peak; 0 without a loader
+    cpu_us: dict[str, float]  # CPU µs per event by process (job, loader, kafka, clickhouse)
 
 
 def job_run(settings: Settings, expected: int, tmp: str) -> JobRun:
@@ -232,6 +248,8 @@ def job_run(settings: Settings, expected: int, tmp: str) -> JobRun:
         text=True,
     )
     samples: list[tuple[float, int]] = []
+    cpu: list[tuple[float, int, dict[str, float]]] = []
+    pids = {"job": proc.pid, **({"loader": loader.pid} if loader else {}), **stack_pids()}
     job_rss = loader_rss = 0.0
     count = f"SELECT (SELECT count() FROM {db}.events) + (SELECT count() FROM {db}.late_events)"
     deadline = time.monotonic() + 1800
@@ -241,6 +259,7 @@ def job_run(settings: Settings, expected: int, tmp: str) -> JobRun:
             raise SystemExit("job run did not finish in 30 min")
         time.sleep(0.5)
         samples.append((time.monotonic() - t0, ch.execute(count)[0][0]))
+        cpu.append((*samples[-1], {k: tree_cpu_s(p) for k, p in pids.items()}))
         job_rss = max(job_rss, tree_rss_mib(proc.pid))
         if loader is not None:
             loader_rss = max(loader_rss, tree_rss_mib(loader.pid))
@@ -254,7 +273,9 @@ def job_run(settings: Settings, expected: int, tmp: str) -> JobRun:
     if final != expected:
         raise SystemExit(f"job stored {final} events, expected {expected}")
     samples.append((wall, final))
-    return JobRun(sustained_rate(samples, final), wall, job_rss, loader_rss)
+    return JobRun(
+        sustained_rate(samples, final), wall, job_rss, loader_rss, cpu_per_event_us(cpu, final)
+    )
 
 
 def latency(settings: Settings, seconds: int, rate: int, tmp: str) -> list[float]:
@@ -341,6 +362,10 @@ def latency(settings: Settings, seconds: int, rate: int, tmp: str) -> list[float
     return [seen[k] - sent[k] for k in sent]
 
 
+def _fmt(used: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:,.1f}" for k, v in used.items())
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--events", type=int, default=1_000_000)
@@ -392,11 +417,25 @@ def main(argv: list[str] | None = None) -> None:
         expected = len(sc.accepted) + len(sc.late)
 
         base_rates, job_rates, walls, job_rss, loader_rss = [], [], [], [], []
+        ceilings: list[float] = []
+        ceiling_cpu: list[float] = []
+        base_cpu: list[dict[str, float]] = []
+        job_cpu: list[dict[str, float]] = []
         for r in range(a.runs):
             db = f"bench_{run_id}_copy{r}"
             dbs.append(db)
-            base_rates.append(baseline_copy(base, db, len(records)))
-            log(f"run {r + 1}: baseline copy {base_rates[-1]:,.0f} records/s")
+            rate, used = baseline_copy(base, db, len(records))
+            base_rates.append(rate)
+            base_cpu.append(used)
+            log(f"run {r + 1}: baseline copy {rate:,.0f} records/s, CPU µs/record {_fmt(used)}")
+            if a.engine == "jvm":
+                rate, flink_us = decode_ceiling(base)
+                ceilings.append(rate)
+                ceiling_cpu.append(flink_us)
+                log(
+                    f"run {r + 1}: Flink decode into a blackhole {rate:,.0f} records/s, "
+                    f"CPU µs/record {flink_us:,.1f}"
+                )
             db = f"bench_{run_id}_job{r}"
             dbs.append(db)
             source = copies[r] if a.engine == "jvm" else base
@@ -405,10 +444,11 @@ def main(argv: list[str] | None = None) -> None:
             walls.append(run.wall)
             job_rss.append(run.job_rss_mib)
             loader_rss.append(run.loader_rss_mib)
+            job_cpu.append(run.cpu_us)
             log(
                 f"run {r + 1}: metering job {run.rate:,.0f} events/s sustained, "
                 f"{run.wall:.1f}s wall, peak RSS job {run.job_rss_mib:,.0f} MiB, "
-                f"loader {run.loader_rss_mib:,.0f} MiB"
+                f"loader {run.loader_rss_mib:,.0f} MiB, CPU µs/event {_fmt(run.cpu_us)}"
             )
 
         lat_settings = replace(
@@ -439,6 +479,20 @@ def main(argv: list[str] | None = None) -> None:
             + ", ".join(f"{x:,.0f}" for x in job_rates)
         )
         print(f"job / baseline              {mj / mb:>12.2f} x")
+        if ceilings:
+            mc = statistics.median(ceilings)
+            print(
+                f"Flink decode -> blackhole   {mc:>12,.0f} records/s   runs: "
+                + ", ".join(f"{x:,.0f}" for x in ceilings)
+                + f"  (CPU µs/record {statistics.median(ceiling_cpu):,.1f})"
+            )
+        for label, used in (("baseline copy", base_cpu), ("metering job", job_cpu)):
+            med = {k: statistics.median(u[k] for u in used) for k in used[0]}
+            cores = os.cpu_count() or 1
+            print(
+                f"CPU µs per event, {label:<13} {_fmt(med)}  sum {sum(med.values()):,.0f}: "
+                f"{cores} cores allow {cores * 1e6 / max(sum(med.values()), 1e-9):,.0f}/s"
+            )
         print(f"job wall incl. start-up     {statistics.median(walls):>12.1f} s")
         print(
             f"peak RSS (median)           job {statistics.median(job_rss):,.0f} MiB, "

@@ -69,13 +69,14 @@ def flink_settings(opts: JobOptions) -> dict[str, str]:
 
 
 def table_env(
-    settings: Settings, opts: JobOptions
+    settings: Settings, opts: JobOptions, extra: dict[str, str] | None = None
 ) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
+    """The job's environment; `extra` Flink settings on top (benchmarks)."""
     jars = sorted(JARS_DIR.glob("*.jar"))
     if not any(j.name.startswith("meterflow-flink-functions") for j in jars):
         raise SystemExit(f"the job's Java functions are missing in {JARS_DIR}: run 'make setup'")
     conf = Configuration()
-    values = flink_settings(opts)
+    values = {**flink_settings(opts), **(extra or {})}
     if opts.restore_from:
         values["execution.state-recovery.path"] = resolve_checkpoint(
             opts.restore_from, opts.checkpoint_dir
