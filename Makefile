@@ -12,9 +12,10 @@ help:
 setup:  ## install everything (idempotent, cached)
 	@bash infra/setup.sh
 
-up: setup  ## start kafka, registry, clickhouse on 127.0.0.1 and create topics/schema/tables
+up: setup  ## start kafka, registry, clickhouse, prometheus on 127.0.0.1, create topics/schema/tables, start the loader
 	@bash infra/stack.sh up
 	@$(PY) -m meterflow.cli init
+	@bash infra/stack.sh start loader
 
 down:
 	@bash infra/stack.sh down
@@ -22,9 +23,10 @@ down:
 status:
 	@bash infra/stack.sh status
 
-run: up  ## demo: produce events, run the job until windows close, print usage and draft invoices
+run: up  ## demo: produce events, run the JVM job until windows close, wait for the loader, print usage and draft invoices
 	@$(PY) -m meterflow.cli produce --count $(DEMO_EVENTS)
 	@time $(PY) -m meterflow.cli job --bounded
+	@$(PY) -m meterflow.cli load --wait 120
 	@$(PY) -m meterflow.cli usage
 	@$(PY) -m meterflow.cli close --preview
 
@@ -53,10 +55,13 @@ unit: setup
 	@.venv/bin/pytest -q tests/unit
 
 # Lint, start the stack, run every test (unit + integration), stop the stack even on failure.
+# The tests start their own loaders (one of them on the loader's metrics port), so the stack's
+# loader from `make up` is stopped first.
 # pytest exits 5 when it collected no test: that fails here like any other non-zero exit.
 test: setup lint java-test
 	@trap 'bash infra/stack.sh down' EXIT; \
-	  bash infra/stack.sh up && $(PY) -m meterflow.cli init && .venv/bin/pytest tests
+	  bash infra/stack.sh up && bash infra/stack.sh stop loader && \
+	  $(PY) -m meterflow.cli init && .venv/bin/pytest tests
 
 clean: down
 	rm -rf var

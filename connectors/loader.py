@@ -37,7 +37,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -896,12 +896,51 @@ class Loader:
             assigned = self.consumer.assignment()
             if not assigned:
                 return
-            for tp in self.consumer.committed(assigned, timeout=5):
-                lo, hi = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-                done = tp.offset if tp.offset >= 0 else lo
-                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, hi - done))
+            for (topic, partition), n in committed_lag(self.consumer, assigned, 5).items():
+                self.metrics.lag.labels(topic, str(partition)).set(n)
         except KafkaException as exc:  # lag is informative: never stop loading for it
             log.warning("lag refresh failed: %s", exc)
+
+
+def lag(settings: Settings, group_id: str) -> dict[tuple[str, int], int]:
+    """Records of the routed topics that the loader group `group_id` has not yet committed,
+    per partition (commit markers included: the loader commits past them, so 0 is reachable)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    # assign-free: committed() and watermarks do not join the group or disturb its members
+    c = Consumer(consumer_config(settings, group_id))
+    try:
+        md = c.list_topics(timeout=30).topics
+        topics = sorted(r.topic for r in routes(settings))
+        tps = [TopicPartition(t, p) for t in topics for p in md[t].partitions]
+        return committed_lag(c, tps, 30)
+    finally:
+        c.close()
+
+
+def committed_lag(consumer: Any, tps: list, timeout_s: float) -> dict[tuple[str, int], int]:
+    """High watermark minus the group's committed offset (the log start when none), per
+    partition."""
+    out = {}
+    for tp in consumer.committed(tps, timeout=timeout_s):
+        lo, hi = consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+        done = tp.offset if tp.offset >= 0 else lo
+        out[(tp.topic, tp.partition)] = max(0, hi - done)
+    return out
+
+
+def wait_caught_up(settings: Settings, group_id: str, timeout_s: float) -> None:
+    """Until the running loader of `group_id` has stored everything committed to its topics
+    when this is called; TimeoutError with what is left."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = {k: n for k, n in lag(settings, group_id).items() if n}
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            behind = sum(left.values())
+            raise TimeoutError(f"loader {group_id} still {behind} records behind: {left}")
+        time.sleep(0.5)
 
 
 def dlq_record(msg: SourceMessage, table: str, error: str) -> bytes:

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Starts/stops the local stack on 127.0.0.1 with all state under var/ (git-ignored):
 #   kafka (single-node KRaft), registry (Apicurio, Confluent-compatible API), clickhouse,
-#   prometheus (scrapes the metering job's Flink reporter and `python -m meterflow.cli.exporter`).
+#   prometheus (scrapes the metering job's Flink reporter and `python -m meterflow.cli.exporter`),
+#   and `meterflow load` (the JVM job's output topics -> ClickHouse). `up` starts the first four;
+#   the loader needs the topics and tables (`meterflow init`), so `make up` starts it after that
+#   with `start loader`.
 # usage: infra/stack.sh up|down|status|start NAME|stop NAME  (NAME: clickhouse, kafka, registry,
-#   prometheus; start/stop one service, e.g. the loader's ClickHouse-outage test)
+#   prometheus, loader; start/stop one service, e.g. the loader's ClickHouse-outage test)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=versions.env
@@ -142,6 +145,18 @@ start_prometheus() {
   wait_for prometheus 60 "$LOGS/prometheus.log" prometheus_ok
 }
 
+loader_ok() { curl -sf "http://127.0.0.1:$METERFLOW_LOADER_PORT/metrics"; }
+
+start_loader() {
+  if pid_alive loader && loader_ok >/dev/null 2>&1; then log "loader already up"; return; fi
+  need "$ROOT/.venv/bin/python"
+  # the default topics into the default database; Prometheus scrapes its metrics port
+  (cd "$ROOT" && exec "$ROOT/.venv/bin/python" -m meterflow.cli load \
+    --metrics-port "$METERFLOW_LOADER_PORT") >>"$LOGS/loader.log" 2>&1 &
+  echo $! > "$RUN/loader.pid"
+  wait_for loader 60 "$LOGS/loader.log" loader_ok
+}
+
 stop() { # stop NAME
   local name="$1"
   if ! pid_alive "$name"; then rm -f "$RUN/$name.pid"; return; fi
@@ -162,15 +177,16 @@ case "${1:-}" in
     start_prometheus
     ;;
   down)
-    stop prometheus; stop registry; stop kafka; stop clickhouse ;;
+    stop loader; stop prometheus; stop registry; stop kafka; stop clickhouse ;;
   status)
-    for s in clickhouse kafka registry prometheus; do
+    for s in clickhouse kafka registry prometheus loader; do
       if pid_alive "$s"; then echo "$s: running (pid $(cat "$RUN/$s.pid"))"; else echo "$s: stopped"; fi
     done ;;
   start|stop)
     case "${2:-}" in
-      clickhouse|kafka|registry|prometheus) if [ "$1" = start ]; then "start_$2"; else stop "$2"; fi ;;
-      *) echo "usage: $0 $1 clickhouse|kafka|registry|prometheus" >&2; exit 2 ;;
+      clickhouse|kafka|registry|prometheus|loader)
+        if [ "$1" = start ]; then "start_$2"; else stop "$2"; fi ;;
+      *) echo "usage: $0 $1 clickhouse|kafka|registry|prometheus|loader" >&2; exit 2 ;;
     esac ;;
   *) echo "usage: $0 up|down|status|start NAME|stop NAME" >&2; exit 2 ;;
 esac

@@ -14,6 +14,21 @@ from meterflow.utc import parse_utc
 
 DEFAULT_CHECKPOINTS = REPO_ROOT / "var" / "checkpoints"
 
+# How both jobs restart after a failure (docs/decisions/0015-restarts.md): from the last
+# checkpoint, after 1 s, 2 s, 4 s ... at most 2 min apart (±10 % jitter), never giving up; the
+# delay falls back to 1 s once the job has run for 10 min without failing. A broker, registry
+# or ClickHouse outage of any length is waited out; a failure that repeats shows as restarts
+# (flink_jobmanager_job_numRestarts, alert MeteringJobRestarting), not as a stopped job.
+RESTART_STRATEGY = {
+    "restart-strategy.type": "exponential-delay",
+    "restart-strategy.exponential-delay.initial-backoff": "1 s",
+    "restart-strategy.exponential-delay.max-backoff": "2 min",
+    "restart-strategy.exponential-delay.backoff-multiplier": "2.0",
+    "restart-strategy.exponential-delay.jitter-factor": "0.1",
+    "restart-strategy.exponential-delay.reset-backoff-threshold": "10 min",
+    "restart-strategy.exponential-delay.attempts-before-reset-backoff": str(2**31 - 1),
+}
+
 
 def optional_path(text: str) -> Path | None:
     """A file argument, or 'none'; absolute, since a cluster's workers may run elsewhere."""

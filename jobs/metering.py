@@ -46,6 +46,7 @@ from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
 from jobs.job_args import (
     DEFAULT_CHECKPOINTS,
+    RESTART_STRATEGY,
     add_job_args,
     optional_path,
     replay_range,
@@ -145,10 +146,7 @@ def table_env(opts: JobOptions) -> tuple[StreamExecutionEnvironment, StreamTable
         # a larger cache gave 2.4x the rating throughput (1,012 -> 2,417 events/s, single runs).
         "python.state.cache-size": "100000",
         **LOOPBACK,
-        # A failing job restarts from its last checkpoint a few times, then fails loudly.
-        "restart-strategy.type": "fixed-delay",
-        "restart-strategy.fixed-delay.attempts": "3",
-        "restart-strategy.fixed-delay.delay": "2s",
+        **RESTART_STRATEGY,
         # Prometheus scrape endpoint of this job's metrics. A local mini-cluster loads metric
         # reporters from its classpath only, so infra/setup.sh copies the reporter PyFlink ships
         # under plugins/ into pyflink/lib. A port range so several jobs can run side by side:

@@ -8,7 +8,7 @@ from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
-from jobs.job_args import resolve_checkpoint
+from jobs.job_args import RESTART_STRATEGY, resolve_checkpoint
 from jobs.streaming.options import JobOptions
 from meterflow.settings import REPO_ROOT, Settings
 
@@ -32,6 +32,8 @@ LONG_STATE_TTL = "400 d"
 
 def flink_settings(opts: JobOptions) -> dict[str, str]:
     return {
+        # the job's name in the Flink UI, REST API and metrics
+        "pipeline.name": f"meterflow-streaming[{opts.group_id}]",
         "parallelism.default": str(opts.parallelism),
         "table.local-time-zone": "UTC",
         # The Kafka connector's admin client logs while a bounded job shuts down, after Flink
@@ -58,9 +60,7 @@ def flink_settings(opts: JobOptions) -> dict[str, str]:
         # not mutate its inputs).
         "pipeline.object-reuse": "true",
         **LOOPBACK,
-        "restart-strategy.type": "fixed-delay",
-        "restart-strategy.fixed-delay.attempts": "3",
-        "restart-strategy.fixed-delay.delay": "2s",
+        **RESTART_STRATEGY,
         "metrics.reporter.prom.factory.class": (
             "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
         ),

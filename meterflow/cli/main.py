@@ -49,13 +49,26 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_job(_settings: Settings, args: argparse.Namespace) -> None:
-    from jobs import metering
+    if args.engine == "python":
+        from jobs import metering
 
-    metering.main(args.job_args)
+        metering.main(args.job_args)
+    else:
+        from jobs.streaming import pipeline
+
+        pipeline.main(args.job_args)
 
 
 def cmd_load(settings: Settings, args: argparse.Namespace) -> None:
-    from connectors.loader import LoaderConfig, run
+    from connectors.loader import LoaderConfig, run, wait_caught_up
+
+    if args.wait is not None:
+        try:
+            wait_caught_up(settings, args.group_id, args.wait)
+        except TimeoutError as exc:
+            raise UserError(str(exc)) from None
+        print(f"loader {args.group_id}: everything committed to its topics is in ClickHouse")
+        return
 
     config = LoaderConfig(
         group_id=args.group_id,
@@ -311,13 +324,30 @@ def main(argv: list[str] | None = None) -> None:
     pr.add_argument("--count", type=int, default=10_000)
     pr.add_argument("--minutes", type=int, default=3, help="event-time span of the demo traffic")
     pr.add_argument("--seed", type=int, default=7)
-    sub.add_parser("job", help="run the streaming metering job (other args go to jobs.metering)")
+    jb = sub.add_parser(
+        "job", help="run the streaming metering job (other args go to the job: --help lists them)"
+    )
+    jb.add_argument(
+        "--engine",
+        choices=["jvm", "python"],
+        default="jvm",
+        help="jvm: jobs/streaming, every output to Kafka, `meterflow load` stores it (default); "
+        "python: jobs/metering.py, writes ClickHouse itself, with prepaid-credit alerts",
+    )
     ld = sub.add_parser("load", help="load the job's output topics into ClickHouse")
     ld.add_argument("--once", action="store_true", help="drain to the current end, then exit")
     ld.add_argument("--max-rows", type=int, default=50_000, help="rows per table per insert")
     ld.add_argument("--max-wait", type=float, default=1.0, help="seconds before a batch flushes")
     ld.add_argument("--group-id", default="meterflow-loader")
     ld.add_argument("--idle-timeout", type=float, default=15.0, help="--once: stop when idle")
+    ld.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="load nothing: wait until the running loader of --group-id has stored everything "
+        "committed to its topics (at most SECONDS)",
+    )
     ld.add_argument(
         "--metrics-port", type=int, default=int(os.environ.get("METERFLOW_LOADER_PORT", "9465"))
     )

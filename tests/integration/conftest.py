@@ -72,11 +72,14 @@ class Scratch:
             "METERFLOW_DB": self.settings.clickhouse_database,
         }
 
-    def job_cmd(self, *args: str, group_id: str | None = None) -> list[str]:
+    def job_cmd(
+        self, *args: str, group_id: str | None = None, module: str = "jobs.metering"
+    ) -> list[str]:
+        """The Python job (jobs.metering) or, with module="jobs.streaming", the JVM job."""
         return [
             sys.executable,
             "-m",
-            "jobs.metering",
+            module,
             "--group-id",
             group_id or f"it-{self.run_id}",
             "--checkpoint-dir",
@@ -84,10 +87,13 @@ class Scratch:
             *args,
         ]
 
-    def run_job(self, *args: str, group_id: str | None = None) -> subprocess.CompletedProcess:
-        """Run the metering job bounded on the local mini-cluster, in its own process."""
+    def run_job(
+        self, *args: str, group_id: str | None = None, module: str = "jobs.metering"
+    ) -> subprocess.CompletedProcess:
+        """Run the metering job bounded on the local mini-cluster, in its own process; the JVM
+        job's output is then loaded (`meterflow load --once`)."""
         proc = subprocess.run(
-            self.job_cmd("--bounded", *args, group_id=group_id),
+            self.job_cmd("--bounded", *args, group_id=group_id, module=module),
             cwd=REPO_ROOT,
             env=self.env(),
             capture_output=True,
@@ -95,19 +101,49 @@ class Scratch:
             timeout=JOB_TIMEOUT_S,
         )
         assert proc.returncode == 0, f"job failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        if module == "jobs.streaming":
+            load = subprocess.run(
+                [sys.executable, "-m", "meterflow.cli", "load", "--once", "--group-id",
+                 f"load-once-{self.run_id}", "--metrics-port", "0"],
+                cwd=REPO_ROOT, env=self.env(), capture_output=True, text=True,
+                timeout=JOB_TIMEOUT_S,
+            )  # fmt: skip
+            assert load.returncode == 0, f"load failed:\n{load.stderr[-4000:]}"
         return proc
 
-    def start_job(self, *args: str, group_id: str | None = None) -> subprocess.Popen:
+    def start_job(
+        self, *args: str, group_id: str | None = None, module: str = "jobs.metering"
+    ) -> subprocess.Popen:
         """Start the unbounded job in its own process group (so a test can kill all of it)."""
         log = open(self.checkpoints / f"job-{time.time_ns()}.log", "w")  # noqa: SIM115
         return subprocess.Popen(
-            self.job_cmd(*args, group_id=group_id),
+            self.job_cmd(*args, group_id=group_id, module=module),
             cwd=REPO_ROOT,
             env=self.env(),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    @contextlib.contextmanager
+    def loader(self) -> Iterator[subprocess.Popen]:
+        """`meterflow load` running (unbounded) beside the JVM job, stopped at the end."""
+        log = open(self.checkpoints / f"loader-{time.time_ns()}.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "meterflow.cli", "load", "--group-id", f"load-{self.run_id}",
+             "--metrics-port", "0"],
+            cwd=REPO_ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                kill_job(proc)
+            log.close()
 
     def ch(self):
         return connect(self.settings)

@@ -1,6 +1,9 @@
 """Event time on a running (unbounded) job: late-but-allowed events re-emit their windows,
 events beyond allowed lateness go to the late topic and table, and a job killed mid-stream and
-restored from its last checkpoint ends with the same results as an uninterrupted run."""
+restored from its last checkpoint ends with the same results as an uninterrupted run.
+
+Every test runs on both jobs: the Python job (jobs/metering.py, writing ClickHouse itself) and
+the JVM job (jobs/streaming, writing Kafka in transactions) with `meterflow load` beside it."""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import fastavro
+import pytest
 
+from connectors import ledger
 from connectors.producer import produce_raw
 from meterflow.settings import REPO_ROOT
 from meterflow.testing.scenario import Record, ScenarioConfig, flush_phase, generate
@@ -34,11 +39,25 @@ RATING = (
     str(REPO_ROOT / "schemas" / "customers" / "scenario.yaml"),
 )
 JOB_ARGS = ("--meters", METERS, "--checkpoint-interval", "2", *RATING)
-# per (customer, period, meter): the sum of streamed window amounts
-RATED_SQL = (
-    "SELECT customer_id, period_start, meter, sum(amount) FROM {db}.rated_usage FINAL "
-    "GROUP BY customer_id, period_start, meter"
-)
+ENGINES = {"python": "jobs.metering", "jvm": "jobs.streaming"}
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def engine(request, scratch):
+    """The job module under test; the JVM job's loader runs beside it for the whole test."""
+    module = ENGINES[request.param]
+    if module == "jobs.streaming":
+        with scratch.loader():
+            yield module
+    else:
+        yield module
+
+
+def _streamed(scratch) -> dict:
+    """(customer, period start, meter) -> the streamed amount reconciliation compares with the
+    close: the JVM job's period cost, or the sum of the Python job's rated windows."""
+    claims = ledger.streamed_totals(scratch.ch(), scratch.settings.clickhouse_database)
+    return {(c, ps.replace(tzinfo=None), m): a for (c, ps, m, _v), a in claims.items()}
 
 
 def _start() -> datetime:
@@ -67,7 +86,7 @@ def _count(scratch, table: str) -> int:
     return scratch.query(f"SELECT count() FROM {{db}}.{table} FINAL")[0][0]
 
 
-def test_allowed_lateness_re_emits_and_beyond_lateness_goes_to_late_outputs(scratch):
+def test_allowed_lateness_re_emits_and_beyond_lateness_goes_to_late_outputs(scratch, engine):
     cfg = ScenarioConfig(
         seed=7, start=_start(), events=800, malformed_per_kind=0, allowed_late=12, late=9
     )
@@ -79,7 +98,7 @@ def test_allowed_lateness_re_emits_and_beyond_lateness_goes_to_late_outputs(scra
     head = max(e.timestamp for e in on_time)
     flush = flush_phase(sc, cfg, at=head + timedelta(hours=2))
 
-    job = scratch.start_job(*JOB_ARGS)
+    job = scratch.start_job(*JOB_ARGS, module=engine)
     try:
         _produce(scratch, phase1)
         # Phase 1 is processed and the watermark is past the newest complete minute once that
@@ -140,7 +159,7 @@ def test_allowed_lateness_re_emits_and_beyond_lateness_goes_to_late_outputs(scra
 
 
 def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
-    scratch, base_settings, tmp_path
+    scratch, engine, base_settings, tmp_path
 ):
     cfg = ScenarioConfig(seed=9, start=_start(), events=4000, malformed_per_kind=1)
     sc = generate(cfg)
@@ -153,7 +172,7 @@ def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
     # gpu_max 8, at 75/90/100 %
     want_alerts = scenario_quota_alert_ids(periods)
 
-    job = scratch.start_job(*JOB_ARGS)
+    job = scratch.start_job(*JOB_ARGS, module=engine)
     try:
         _produce(scratch, records[:cut])
         group_dir = scratch.checkpoints / f"it-{scratch.run_id}"
@@ -166,7 +185,7 @@ def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
         kill_job(job)  # SIGKILL mid-stream: no clean shutdown, no final checkpoint
 
     _produce(scratch, records[cut + 200 :] + flush)
-    job = scratch.start_job(*JOB_ARGS, "--restore", "latest")
+    job = scratch.start_job(*JOB_ARGS, "--restore", "latest", module=engine)
     expected = expected_windows(sc.accepted)
     try:
         scratch.wait_for(
@@ -206,14 +225,14 @@ def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
 
     with make_scratch(base_settings, tmp_path) as ref:
         _produce(ref, records + flush)
-        ref.run_job("--meters", METERS, *RATING)
+        ref.run_job("--meters", METERS, *RATING, module=engine)
         assert _windows(ref) == _windows(scratch) == expected
         events_sql = "SELECT event_id, event_name, value, properties FROM {db}.events FINAL"
         assert sorted(ref.query(events_sql)) == sorted(scratch.query(events_sql))
         # rating state survives the crash: the same streamed amounts as the uninterrupted run,
         # each equal to the hand-written price of the period's quantity
-        rated = {(c, ps, m): a for c, ps, m, a in scratch.query(RATED_SQL)}
-        assert rated == {(c, ps, m): a for c, ps, m, a in ref.query(RATED_SQL)}
+        rated = _streamed(scratch)
+        assert rated == _streamed(ref)
         assert rated == {k: a for k, (a, _n) in scenario_period_amounts(periods).items()}
 
 
@@ -224,12 +243,12 @@ def _alert_id(payload: bytes) -> str:
     return fastavro.schemaless_reader(io.BytesIO(frame[1]), schema)["alert_id"]
 
 
-def test_a_silent_partition_does_not_stall_windows(scratch):
+def test_a_silent_partition_does_not_stall_windows(scratch, engine):
     # one customer: every record lands in one partition; the other stays silent all along
     cfg = ScenarioConfig(seed=11, start=_start(), events=300, customers=1, malformed_per_kind=0)
     sc = generate(cfg)
     head = max(e.timestamp for e in sc.accepted)
-    job = scratch.start_job(*JOB_ARGS)
+    job = scratch.start_job(*JOB_ARGS, module=engine)
     try:
         _produce(scratch, sc.phases[0])
         # a late-running clock on the active partition only: windows must still close

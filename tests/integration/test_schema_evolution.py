@@ -1,9 +1,12 @@
-"""Schema v1 -> v2 (a new optional field) under BACKWARD compatibility, through the job."""
+"""Schema v1 -> v2 (a new optional field) under BACKWARD compatibility, through both jobs (the
+JVM job's outputs stored by `meterflow load`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+
+import pytest
 
 from connectors.producer import produce_events
 from connectors.registry import client as registry_client
@@ -14,7 +17,8 @@ from meterflow.settings import REPO_ROOT
 METERS = str(REPO_ROOT / "tests" / "integration" / "data" / "skeleton_meters.yaml")
 
 
-def test_v2_producers_and_v1_producers_are_metered_together(scratch):
+@pytest.mark.parametrize("module", ["jobs.metering", "jobs.streaming"])
+def test_v2_producers_and_v1_producers_are_metered_together(scratch, module):
     s = scratch.settings
     v1_id = registry_client(s).get_latest_version(s.events_subject).schema_id
     v2_id = register_event_schema(s, schema_text(2))  # refused if not BACKWARD compatible
@@ -26,7 +30,7 @@ def test_v2_producers_and_v1_producers_are_metered_together(scratch):
     new = [UsageEvent(f"v2-{i}", "llm_tokens", "c", t, Decimal(5)) for i in range(2)]
     produce_events(s, old, schema_version=1)
     produce_events(s, new, schema_version=2)
-    scratch.run_job("--meters", METERS)
+    scratch.run_job("--meters", METERS, module=module)
 
     rows = scratch.query("SELECT event_id, schema_id FROM {db}.events FINAL ORDER BY event_id")
     assert rows == [(f"v1-{i}", v1_id) for i in range(3)] + [(f"v2-{i}", v2_id) for i in range(2)]

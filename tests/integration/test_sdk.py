@@ -201,18 +201,23 @@ def _wait(what: str, check, timeout: float, alive: list[subprocess.Popen]) -> No
 # ----------------------------------------------------------------------------- the test
 
 
+# both jobs: the Python one writes ClickHouse itself, the JVM one writes Kafka (through the
+# same broker outage) and `meterflow load` stores its output
+@pytest.mark.parametrize("module", ["jobs.metering", "jobs.streaming"])
 def test_tracked_events_reach_clickhouse_once_through_a_broker_outage_and_a_sigkill(
-    base_settings, tmp_path
+    base_settings, tmp_path, module
 ):
     with make_scratch(base_settings, tmp_path) as scratch:
         broker = Broker.of_stack(scratch.settings)
+        loader = scratch.loader() if module == "jobs.streaming" else contextlib.nullcontext()
         try:
-            _outage_and_crash(scratch, broker, ClientFiles(tmp_path))
+            with loader:
+                _outage_and_crash(scratch, broker, ClientFiles(tmp_path), module)
         finally:
             broker.start()  # whatever happened, the shared stack keeps its broker
 
 
-def _outage_and_crash(scratch: Scratch, broker: Broker, files: ClientFiles) -> None:
+def _outage_and_crash(scratch: Scratch, broker: Broker, files: ClientFiles, module: str) -> None:
     took: dict[str, float] = {}
     clock = time.monotonic()
 
@@ -220,7 +225,7 @@ def _outage_and_crash(scratch: Scratch, broker: Broker, files: ClientFiles) -> N
         nonlocal clock
         took[phase], clock = time.monotonic() - clock, time.monotonic()
 
-    job = scratch.start_job("--checkpoint-interval", "2", "--prices", "none")
+    job = scratch.start_job("--checkpoint-interval", "2", "--prices", "none", module=module)
     client = files.start(scratch)
     try:
         _wait(

@@ -1,7 +1,9 @@
 """The metering job submitted with the Flink CLI to a real standalone cluster (one JobManager, one
-TaskManager with 2 slots, started by infra/flink-cluster.sh), not the client's mini-cluster: the
-Python workers run under the TaskManager, with only what the client pickled into the UDFs (the
-scratch topic and database) to go on. Results are checked against the scenario's ground truth."""
+TaskManager with 2 slots, started by infra/flink-cluster.sh), not the client's mini-cluster.
+Both jobs: the Python job (its Python workers run under the TaskManager, with only what the
+client pickled into the UDFs — the scratch topic and database — to go on) and the JVM job (the
+client compiles the plan; the cluster runs it with the jars the client ships; `meterflow load`
+stores its Kafka outputs). Results are checked against the scenario's ground truth."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import pytest
 from connectors.producer import produce_raw
 from meterflow.settings import REPO_ROOT
 from meterflow.testing.scenario import ScenarioConfig, generate
+from tests.integration.conftest import Scratch, make_scratch
 from tests.integration.expected import WINDOWS_SQL, actual_windows, expected_windows
 
 CLUSTER_SCRIPT = REPO_ROOT / "infra" / "flink-cluster.sh"
@@ -65,9 +68,21 @@ def _start() -> datetime:
     return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
 
 
-@pytest.fixture(scope="module")
-def run(cluster, module_scratch):
-    scratch = module_scratch
+# engine -> (the driver script `flink run -py` runs, the job's name)
+JOBS = {
+    "python": (REPO_ROOT / "jobs" / "metering.py", "meterflow-metering"),
+    "jvm": (REPO_ROOT / "jobs" / "streaming" / "__main__.py", "meterflow-streaming"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(JOBS))
+def run(request, cluster, base_settings, tmp_path_factory):
+    script, name = JOBS[request.param]
+    with make_scratch(base_settings, tmp_path_factory.mktemp("scratch")) as scratch:
+        yield _submit(scratch, script, request.param), name
+
+
+def _submit(scratch: Scratch, script: Path, engine: str):
     sc = generate(ScenarioConfig(seed=5, start=_start(), events=600, malformed_per_kind=1))
     produce_raw(scratch.settings, [(r.key, r.value, r.timestamp_ms) for r in sc.records])
     group_id = f"it-cluster-{scratch.run_id}"
@@ -82,7 +97,7 @@ def run(cluster, module_scratch):
         "-pyexec",
         sys.executable,
         "-py",
-        str(REPO_ROOT / "jobs" / "metering.py"),
+        str(script),
         "--",
         "--bounded",
         "--meters",
@@ -103,11 +118,19 @@ def run(cluster, module_scratch):
     submit = subprocess.run(
         cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S
     )
+    if engine == "jvm" and submit.returncode == 0:
+        load = subprocess.run(
+            [sys.executable, "-m", "meterflow.cli", "load", "--once", "--metrics-port", "0",
+             "--group-id", f"load-{scratch.run_id}"],
+            cwd=REPO_ROOT, env=scratch.env(), capture_output=True, text=True,
+            timeout=SUBMIT_TIMEOUT_S,
+        )  # fmt: skip
+        assert load.returncode == 0, load.stderr[-4000:]
     return scratch, sc, group_id, submit
 
 
 def test_cli_submission_runs_the_bounded_job_to_finished_on_the_cluster(run):
-    _, _, group_id, submit = run
+    (_, _, group_id, submit), name = run
     output = submit.stdout + submit.stderr
     assert submit.returncode == 0, (
         f"flink run failed ({submit.returncode}); cluster logs in {FLINK_LOG_DIR}:\n"
@@ -116,19 +139,19 @@ def test_cli_submission_runs_the_bounded_job_to_finished_on_the_cluster(run):
     found = re.search(r"Job has been submitted with JobID ([0-9a-f]{32})", output)
     assert found, output[-2000:]
     job = _rest(f"/jobs/{found.group(1)}")
-    assert (job["name"], job["state"]) == (f"meterflow-metering[{group_id}]", "FINISHED")
+    assert (job["name"], job["state"]) == (f"{name}[{group_id}]", "FINISHED")
     listed = {j["jid"]: j["state"] for j in _rest("/jobs/overview")["jobs"]}
     assert listed[found.group(1)] == "FINISHED"
 
 
 def test_every_meter_window_matches_ground_truth(run):
-    scratch, sc, _, submit = run
+    (scratch, sc, _, submit), _name = run
     assert submit.returncode == 0, "the job did not run (see the submission test)"
     assert actual_windows(scratch.query(WINDOWS_SQL)) == expected_windows(sc.accepted)
 
 
 def test_each_accepted_event_is_stored_exactly_once(run):
-    scratch, sc, _, submit = run
+    (scratch, sc, _, submit), _name = run
     assert submit.returncode == 0, "the job did not run (see the submission test)"
     ids = [r[0] for r in scratch.query("SELECT event_id FROM {db}.events FINAL")]
     assert len(ids) == len(set(ids))
