@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Consumer, Producer
 
-from benchmarks.process_stats import stack_pids, tree_cpu_s, tree_rss_mib
+from benchmarks.process_stats import TreeCpu, stack_pids, tree_rss_mib
 from connectors.clickhouse import connect, migrate
 from connectors.kafka_admin import delete_topics, ensure_topics
 from connectors.producer import produce_raw
@@ -56,7 +56,7 @@ def sustained_rate(samples: list[tuple[float, int]], total: int) -> float:
 def baseline_copy(settings: Settings, db: str, total: int) -> tuple[float, dict[str, float]]:
     """Consume the topic from the start and INSERT raw records in batches; rows/s and CPU µs
     per record by process (this one, the broker, ClickHouse)."""
-    pids = {"copy": os.getpid(), **stack_pids()}
+    cpus = {k: TreeCpu(p) for k, p in {"copy": os.getpid(), **stack_pids()}.items()}
     ch = connect(settings)
     ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
     ch.execute(
@@ -83,7 +83,7 @@ def baseline_copy(settings: Settings, db: str, total: int) -> tuple[float, dict[
             ch.execute(f"INSERT INTO {db}.copy VALUES", rows)
             done += len(rows)
             samples.append((time.monotonic() - t0, done))
-            cpu.append((*samples[-1], {k: tree_cpu_s(p) for k, p in pids.items()}))
+            cpu.append((*samples[-1], {k: c.seconds() for k, c in cpus.items()}))
         if time.monotonic() - t0 > 1800:
             raise SystemExit("baseline copy did not finish in 30 min")
     c.close()
@@ -250,6 +250,7 @@ def job_run(settings: Settings, expected: int, tmp: str) -> JobRun:
     samples: list[tuple[float, int]] = []
     cpu: list[tuple[float, int, dict[str, float]]] = []
     pids = {"job": proc.pid, **({"loader": loader.pid} if loader else {}), **stack_pids()}
+    cpus = {k: TreeCpu(p) for k, p in pids.items()}
     job_rss = loader_rss = 0.0
     count = f"SELECT (SELECT count() FROM {db}.events) + (SELECT count() FROM {db}.late_events)"
     deadline = time.monotonic() + 1800
@@ -259,7 +260,7 @@ def job_run(settings: Settings, expected: int, tmp: str) -> JobRun:
             raise SystemExit("job run did not finish in 30 min")
         time.sleep(0.5)
         samples.append((time.monotonic() - t0, ch.execute(count)[0][0]))
-        cpu.append((*samples[-1], {k: tree_cpu_s(p) for k, p in pids.items()}))
+        cpu.append((*samples[-1], {k: c.seconds() for k, c in cpus.items()}))
         job_rss = max(job_rss, tree_rss_mib(proc.pid))
         if loader is not None:
             loader_rss = max(loader_rss, tree_rss_mib(loader.pid))

@@ -24,7 +24,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import replace
 
-from benchmarks.process_stats import tree_cpu_s
+from benchmarks.process_stats import TreeCpu
 from jobs.streaming.environment import table_env
 from jobs.streaming.options import JobOptions
 from jobs.streaming.source import DECODED_COLUMNS, source_ddl
@@ -74,6 +74,7 @@ def _poll(job_id: str, samples: list[tuple[float, int, float]], done: threading.
     """(seconds, records the source emitted so far, CPU seconds of this process and its JVM)
     twice a second while the job runs."""
     t0 = time.monotonic()
+    cpu = TreeCpu(os.getpid())
     metric = None
     while not done.wait(0.5):
         with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
@@ -84,7 +85,7 @@ def _poll(job_id: str, samples: list[tuple[float, int, float]], done: threading.
                 metric = next(n for n in names if n.endswith("kafka_records[1].numRecordsOut"))
             got = _get(f"{base}?get={urllib.parse.quote(metric)}")
             n = int(float(got[0]["value"]))  # type: ignore[index]
-            samples.append((time.monotonic() - t0, n, tree_cpu_s(os.getpid())))
+            samples.append((time.monotonic() - t0, n, cpu.seconds()))
 
 
 if __name__ == "__main__":

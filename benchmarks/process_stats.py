@@ -35,14 +35,29 @@ def tree_rss_mib(pid: int) -> float:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process tree has used so far."""
-    total = 0
-    for p in _tree(pid):
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _TICK
+def _cpu_ticks(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+class TreeCpu:
+    """CPU seconds a process tree has used, counting processes that have exited since (at their
+    last sample: call `seconds` often, it under-counts an exited process by at most one
+    interval). A bounded job's JVM exits while the loader is still storing its output."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.last: dict[int, int] = {}
+
+    def seconds(self) -> float:
+        for p in _tree(self.pid):
+            t = _cpu_ticks(p)
+            if t is not None:
+                self.last[p] = t
+        return sum(self.last.values()) / _TICK
 
 
 def stack_pids() -> dict[str, int]:
