@@ -24,6 +24,7 @@ import uuid
 from dataclasses import replace
 
 from benchmarks.bench_metering import bench_scenario, jvm_rating_args, write_subscriptions
+from connectors.clickhouse import connect, migrate
 from connectors.kafka_admin import delete_topics, ensure_topics
 from connectors.producer import produce_raw
 from connectors.registry import register_event_schema
@@ -60,10 +61,18 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     write_subscriptions()
     run_id = uuid.uuid4().hex[:8]
-    s = replace(Settings(), events_topic=f"profile-{run_id}")
+    # its own topics and database: the default ones belong to `make run` and the stack's loader
+    s = replace(
+        Settings(), events_topic=f"profile-{run_id}", clickhouse_database=f"profile_{run_id}"
+    )
     ensure_topics(s, s.all_topics)
     register_event_schema(s, schema_text(1))
-    env = {**os.environ, "METERFLOW_EVENTS_TOPIC": s.events_topic}
+    migrate(s)
+    env = {
+        **os.environ,
+        "METERFLOW_EVENTS_TOPIC": s.events_topic,
+        "METERFLOW_DB": s.clickhouse_database,
+    }
     try:
         sc = bench_scenario(a.events, "long-tail")
         produce_raw(s, [(r.key, r.value, r.timestamp_ms) for r in sc.records])
@@ -103,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{busy:10.0f} {bp:14.0f}  {name[:160]}")
     finally:
         delete_topics(s, s.all_topics)
+        connect(s).execute(f"DROP DATABASE IF EXISTS {s.clickhouse_database}")
 
 
 if __name__ == "__main__":
