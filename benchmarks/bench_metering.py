@@ -279,9 +279,11 @@ def job_run(settings: Settings, expected: int, tmp: str) -> JobRun:
     )
 
 
-def latency(settings: Settings, seconds: int, rate: int, tmp: str) -> list[float]:
-    """Produce `rate` events/s for `seconds` into the running job; every 100th is a probe whose
-    arrival in ClickHouse is polled every 50 ms. Returns probe latencies in seconds."""
+def latency(settings: Settings, seconds: int, rate: int, tmp: str, warmup: int) -> list[float]:
+    """Produce `rate` events/s into the running job: `warmup` seconds unmeasured (a freshly
+    started JVM compiles its hot code in the first tens of seconds), then `seconds` in which
+    every 100th event is a probe whose arrival in ClickHouse is polled every 50 ms. Returns
+    probe latencies in seconds."""
     migrate(settings)
     ch = connect(settings)
     db = settings.clickhouse_database
@@ -338,16 +340,21 @@ def latency(settings: Settings, seconds: int, rate: int, tmp: str) -> list[float
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("latency: job did not start")
             time.sleep(0.2)
+        interval = 1.0 / rate
+
+        def paced(first: int, count: int, probes: bool) -> None:
+            start = time.monotonic()
+            for i in range(first, first + count):
+                send(i, probes and i % 100 == 0)
+                producer.poll(0)
+                lag = start + (i - first + 1) * interval - time.monotonic()
+                if lag > 0:
+                    time.sleep(lag)
+
+        paced(1, warmup * rate, probes=False)
         sent.clear()
         seen.clear()
-        interval = 1.0 / rate
-        start = time.monotonic()
-        for i in range(1, seconds * rate + 1):
-            send(i, i % 100 == 0)
-            producer.poll(0)
-            lag = start + i * interval - time.monotonic()
-            if lag > 0:
-                time.sleep(lag)
+        paced(warmup * rate + 1, seconds * rate, probes=True)
         producer.flush()
         deadline = time.monotonic() + 120
         while len(seen) < len(sent) and time.monotonic() < deadline:
@@ -363,6 +370,32 @@ def latency(settings: Settings, seconds: int, rate: int, tmp: str) -> list[float
     return [seen[k] - sent[k] for k in sent]
 
 
+def measured_latency(
+    a: argparse.Namespace, base: Settings, run_id: str, tmp: str, dbs: list[str]
+) -> list[float]:
+    """latency() on a topic and database of its own, with the job engine and rating of `a`."""
+    lat = replace(
+        base, events_topic=f"bench-lat-{run_id}", clickhouse_database=f"bench_{run_id}_lat"
+    )
+    ensure_topics(lat, lat.all_topics)
+    register_event_schema(lat, schema_text(1))
+    dbs.append(lat.clickhouse_database)
+    try:
+        return sorted(
+            latency(lat, a.latency_seconds, a.latency_rate, tmp + "-lat", a.latency_warmup)
+        )
+    finally:
+        delete_topics(lat, lat.all_topics)
+
+
+def _latency_line(q: list[float], a: argparse.Namespace) -> str:
+    probes = a.latency_seconds * a.latency_rate // 100
+    return (
+        f"event->queryable latency    p50 {q[49]:.2f}s  p99 {q[98]:.2f}s  ({probes} probes at "
+        f"{a.latency_rate}/s after {a.latency_warmup} s at that rate)"
+    )
+
+
 def _fmt(used: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:,.1f}" for k, v in used.items())
 
@@ -373,6 +406,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--latency-seconds", type=int, default=20)
     p.add_argument("--latency-rate", type=int, default=2000)
+    p.add_argument(
+        "--latency-warmup", type=int, default=20, help="seconds at the rate before measuring"
+    )
+    p.add_argument("--latency-only", action="store_true", help="measure the latency alone")
     p.add_argument("--no-rating", action="store_true", help="meter only (--prices none)")
     p.add_argument(
         "--workload",
@@ -401,6 +438,10 @@ def main(argv: list[str] | None = None) -> None:
     dbs: list[str] = []
     copies = [base]
     try:
+        if a.latency_only:
+            q = statistics.quantiles(measured_latency(a, base, run_id, tmp, dbs), n=100)
+            print(_latency_line(q, a))
+            return
         t0 = time.monotonic()
         sc = bench_scenario(a.events, a.workload)
         records = sc.records
@@ -452,14 +493,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"loader {run.loader_rss_mib:,.0f} MiB, CPU µs/event {_fmt(run.cpu_us)}"
             )
 
-        lat_settings = replace(
-            base, events_topic=f"bench-lat-{run_id}", clickhouse_database=f"bench_{run_id}_lat"
-        )
-        ensure_topics(lat_settings, lat_settings.all_topics)
-        register_event_schema(lat_settings, schema_text(1))
-        dbs.append(lat_settings.clickhouse_database)
-        lats = sorted(latency(lat_settings, a.latency_seconds, a.latency_rate, tmp + "-lat"))
-        delete_topics(lat_settings, lat_settings.all_topics)
+        lats = measured_latency(a, base, run_id, tmp, dbs)
 
         mb, mj = statistics.median(base_rates), statistics.median(job_rates)
         q = statistics.quantiles(lats, n=100)
@@ -499,10 +533,7 @@ def main(argv: list[str] | None = None) -> None:
             f"peak RSS (median)           job {statistics.median(job_rss):,.0f} MiB, "
             f"loader {statistics.median(loader_rss):,.0f} MiB"
         )
-        print(
-            f"event->queryable latency    p50 {q[49]:.2f}s  p99 {q[98]:.2f}s  "
-            f"({len(lats)} probes at {a.latency_rate}/s)"
-        )
+        print(_latency_line(q, a))
         print(
             f"targets: >= 100,000 events/s and >= 0.5 x baseline: "
             f"{'met' if mj >= 100_000 and mj >= 0.5 * mb else 'NOT met'}"
