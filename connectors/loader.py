@@ -603,7 +603,12 @@ class Loader:
             }
         )
         self.stopping = False
-        self._lag_due = 0.0
+        # Lag is measured in a thread of its own with its own client: committed offsets and
+        # watermarks are broker round trips, and in the consuming thread they delayed every
+        # batch behind them (~3 s added to event -> queryable at p50).
+        self._assigned: frozenset[tuple[str, int]] = frozenset()
+        self._lag_stop = threading.Event()
+        self._lag_thread = threading.Thread(target=self._watch_lag, name="loader-lag", daemon=True)
         # One batch in flight: the insert thread waits on ClickHouse (no GIL held) while this
         # thread consumes the next batch. FIFO, so commits stay in offset order.
         self._handoff: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
@@ -628,10 +633,11 @@ class Loader:
         if too_long:
             raise ValueError(f"topic names longer than Kafka's {KAFKA_TOPIC_MAX}: {too_long}")
         ensure_topics(self.settings, [*topics, *dlqs])  # the broker does not auto-create
-        self.consumer.subscribe(topics, on_revoke=self._on_revoke)
+        self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         ends = self._end_offsets(topics) if self.config.once else {}
         log.info("loading %s into %s", topics, self.settings.clickhouse_database)
         self._worker.start()
+        self._lag_thread.start()
         try:
             self._loop(ends)
             self._finish_worker()
@@ -642,6 +648,8 @@ class Loader:
             try:
                 self._finish_worker()
             finally:
+                self._lag_stop.set()
+                self._lag_thread.join()
                 self.clickhouse.close()
                 self.consumer.close()
         if signalled:
@@ -661,7 +669,6 @@ class Loader:
             for batch in list(self.batches.values()):
                 if batch.due(self.config.max_rows, self.config.max_wait_s, now):
                     self._submit(batch)
-            self._maybe_refresh_lag(now)
             if self.config.once and self._drained(ends, last_progress):
                 for batch in list(self.batches.values()):
                     self._submit(batch)
@@ -692,7 +699,6 @@ class Loader:
                 self._commit_inserted()
                 if self.stopping:
                     raise Stopped() from None
-                self._maybe_refresh_lag(time.monotonic())
 
     def _work(self) -> None:
         while True:
@@ -750,11 +756,15 @@ class Loader:
             route = routes[m.topic()]
             batches[route.table].add(m, extractors[route.fmt])
 
+    def _on_assign(self, _consumer: object, partitions: list) -> None:
+        self._assigned = self._assigned | {(tp.topic, tp.partition) for tp in partitions}
+
     def _on_revoke(self, _consumer: object, partitions: list) -> None:
         # Eager rebalancing revokes everything and the next assignment starts at the committed
         # offsets, so pending rows are simply re-read: drop them, never commit them.
         for batch in self.batches.values():
             batch.clear()
+        self._assigned = self._assigned - {(tp.topic, tp.partition) for tp in partitions}
         for tp in partitions:
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(tp.topic, str(tp.partition))
@@ -884,22 +894,25 @@ class Loader:
 
     # -- lag
 
-    def _maybe_refresh_lag(self, now: float) -> None:
-        if now >= self._lag_due:
-            self._lag_due = now + self.config.lag_interval_s
-            self._refresh_lag()
+    def _watch_lag(self) -> None:
+        """Every lag_interval_s: high watermark minus the group's committed offset of each
+        partition assigned to this loader. Its own consumer object (not a group member)."""
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    def _refresh_lag(self) -> None:
-        from confluent_kafka import KafkaException
-
+        watcher = Consumer(consumer_config(self.settings, self.config.group_id))
         try:
-            assigned = self.consumer.assignment()
-            if not assigned:
-                return
-            for (topic, partition), n in committed_lag(self.consumer, assigned, 5).items():
-                self.metrics.lag.labels(topic, str(partition)).set(n)
-        except KafkaException as exc:  # lag is informative: never stop loading for it
-            log.warning("lag refresh failed: %s", exc)
+            while True:
+                mine = [TopicPartition(t, p) for t, p in sorted(self._assigned)]
+                try:
+                    for (t, p), n in committed_lag(watcher, mine, 5).items() if mine else ():
+                        if (t, p) in self._assigned:  # not revoked meanwhile
+                            self.metrics.lag.labels(t, str(p)).set(n)
+                except KafkaException as exc:  # lag is informative: never stop loading for it
+                    log.warning("lag refresh failed: %s", exc)
+                if self._lag_stop.wait(self.config.lag_interval_s):
+                    return
+        finally:
+            watcher.close()
 
 
 def lag(settings: Settings, group_id: str) -> dict[tuple[str, int], int]:
