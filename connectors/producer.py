@@ -64,7 +64,7 @@ def produce_raw(
             "acks": "all",
             "linger.ms": 20,
             "batch.size": 1_000_000,
-            "message.max.bytes": 2_000_000,
+            "message.max.bytes": 20_000_000,  # the events topic takes up to 16 MiB
         }
     )
     return _send_all(

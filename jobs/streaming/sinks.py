@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from connectors.kafka_admin import DLQ_MAX_MESSAGE_BYTES
 from jobs.streaming.options import JobOptions
 from jobs.streaming.sql import literal
 from meterflow.settings import REPO_ROOT, Settings
@@ -47,6 +48,8 @@ class Sink:
     # an upsert sink (upsert-kafka): its key columns; only the newest row per key is written
     # per flush, and no retraction at all
     primary_key: tuple[str, ...] = ()
+    # the producer's request limit when a record can exceed Kafka's default 1 MiB
+    max_request_bytes: int | None = None
 
 
 def sinks(settings: Settings) -> list[Sink]:
@@ -57,6 +60,7 @@ def sinks(settings: Settings) -> list[Sink]:
             "reason STRING, detail STRING, payload BYTES, `topic` STRING, `partition` INT, "
             "`offset` BIGINT, record_ts_ms BIGINT",
             "json",
+            max_request_bytes=DLQ_MAX_MESSAGE_BYTES,
         ),
         Sink("accepted_sink", settings.accepted_topic, EVENT_COLUMNS, "json", "customer_id"),
         Sink(
@@ -127,6 +131,8 @@ def sink_ddl(sink: Sink, settings: Settings, opts: JobOptions) -> str:
         "'properties.transaction.timeout.ms' = '900000'",
         f"'value.format' = '{sink.value_format}'",
     ]
+    if sink.max_request_bytes:
+        options.append(f"'properties.max.request.size' = '{sink.max_request_bytes}'")
     if sink.value_format == "avro-confluent":
         # Confluent-framed Avro with the repo's alert schema, registered under <topic>-value
         schema = (REPO_ROOT / "schemas" / "alert" / "v1.avsc").read_text()

@@ -13,7 +13,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -112,14 +114,19 @@ class Scratch:
         return proc
 
     def start_job(
-        self, *args: str, group_id: str | None = None, module: str = "jobs.metering"
+        self,
+        *args: str,
+        group_id: str | None = None,
+        module: str = "jobs.metering",
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen:
-        """Start the unbounded job in its own process group (so a test can kill all of it)."""
+        """Start the unbounded job in its own process group (so a test can kill all of it);
+        `env` adds to the scratch environment."""
         log = open(self.checkpoints / f"job-{time.time_ns()}.log", "w")  # noqa: SIM115
         return subprocess.Popen(
             self.job_cmd(*args, group_id=group_id, module=module),
             cwd=REPO_ROOT,
-            env=self.env(),
+            env={**self.env(), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -197,6 +204,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def job_metrics(port: int) -> dict[str, float]:
+    """The job's Prometheus reporter: every sample summed over its labels, by name."""
+    out: dict[str, float] = defaultdict(float)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line and not line.startswith("#"):
+                name = line.split("{", 1)[0].split(" ", 1)[0]
+                out[name] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def job_counters(port: int) -> dict[str, float]:
+    """meterflow_* operator counters of the job, summed over subtasks."""
+    prefix = "flink_taskmanager_job_task_operator_meterflow_"
+    return {k.removeprefix(prefix): v for k, v in job_metrics(port).items() if k.startswith(prefix)}
 
 
 def kill_job(job: subprocess.Popen) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import urllib.request
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -23,7 +21,7 @@ from meterflow.meters import load_meters
 from meterflow.settings import REPO_ROOT
 from meterflow.testing.scenario import ScenarioConfig, generate
 from tests.integration import scenario_checks as checks
-from tests.integration.conftest import free_port, kill_job
+from tests.integration.conftest import free_port, job_counters, kill_job
 from tests.integration.expected import (
     SCENARIO_PLANS,
     scenario_months,
@@ -152,19 +150,6 @@ def test_the_plan_has_no_python_operator_one_deduplicate_one_window_per_size(
     ]
 
 
-def _counters(port: int) -> dict[str, float]:
-    """meterflow_* operator counters from the job's Prometheus reporter, summed over labels."""
-    out: dict[str, float] = defaultdict(float)
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            name, _, rest = line.partition("{")
-            if name.startswith("flink_taskmanager_job_task_operator_meterflow_"):
-                out[name.removeprefix("flink_taskmanager_job_task_operator_meterflow_")] += float(
-                    rest.rsplit(" ", 1)[1]
-                )
-    return out
-
-
 def test_inputs_accepted_late_and_dead_letters_are_metrics_of_their_own(scratch):
     """The running job's counters against the scenario's ground truth; duplicates are what the
     others leave (all four read at the same moment, after the stream went quiet)."""
@@ -188,7 +173,7 @@ def test_inputs_accepted_late_and_dead_letters_are_metrics_of_their_own(scratch)
 
     def got() -> dict[str, float]:
         try:
-            return _counters(port)
+            return job_counters(port)
         except OSError:
             return {}
 
