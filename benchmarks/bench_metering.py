@@ -215,9 +215,8 @@ def cpu_per_event_us(
 ) -> dict[str, float]:
     """CPU microseconds per stored event by process, between 10 % and 90 % of `total` (the
     window the sustained rate is measured over)."""
-    a = next(c for _, n, c in samples if n >= 0.1 * total)
+    a, na = next((c, n) for _, n, c in samples if n >= 0.1 * total)
     b, nb = next((c, n) for _, n, c in samples if n >= 0.9 * total)
-    na = next(n for _, n, _ in samples if n >= 0.1 * total)
     return {k: 1e6 * (b[k] - a[k]) / max(nb - na, 1) for k in a}
 
 

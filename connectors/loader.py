@@ -35,7 +35,7 @@ import signal
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -918,6 +918,13 @@ class Loader:
 def lag(settings: Settings, group_id: str) -> dict[tuple[str, int], int]:
     """Records of the routed topics that the loader group `group_id` has not yet committed,
     per partition (commit markers included: the loader commits past them, so 0 is reachable)."""
+    with _lag_probe(settings, group_id) as probe:
+        return probe()
+
+
+@contextlib.contextmanager
+def _lag_probe(settings: Settings, group_id: str) -> Iterator[Callable[[], dict]]:
+    """One consumer for as many lag readings as the caller takes."""
     from confluent_kafka import Consumer, TopicPartition
 
     # assign-free: committed() and watermarks do not join the group or disturb its members
@@ -926,7 +933,7 @@ def lag(settings: Settings, group_id: str) -> dict[tuple[str, int], int]:
         md = c.list_topics(timeout=30).topics
         topics = sorted(r.topic for r in routes(settings))
         tps = [TopicPartition(t, p) for t in topics for p in md[t].partitions]
-        return committed_lag(c, tps, 30)
+        yield lambda: committed_lag(c, tps, 30)
     finally:
         c.close()
 
@@ -943,17 +950,19 @@ def committed_lag(consumer: Any, tps: list, timeout_s: float) -> dict[tuple[str,
 
 
 def wait_caught_up(settings: Settings, group_id: str, timeout_s: float) -> None:
-    """Until the running loader of `group_id` has stored everything committed to its topics
-    when this is called; TimeoutError with what is left."""
+    """Until the running loader of `group_id` has committed up to its topics' ends (read
+    afresh each time: records still being written are waited for too); TimeoutError with what
+    is left."""
     deadline = time.monotonic() + timeout_s
-    while True:
-        left = {k: n for k, n in lag(settings, group_id).items() if n}
-        if not left:
-            return
-        if time.monotonic() > deadline:
-            behind = sum(left.values())
-            raise TimeoutError(f"loader {group_id} still {behind} records behind: {left}")
-        time.sleep(0.5)
+    with _lag_probe(settings, group_id) as probe:
+        while True:
+            left = {k: n for k, n in probe().items() if n}
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                behind = sum(left.values())
+                raise TimeoutError(f"loader {group_id} still {behind} records behind: {left}")
+            time.sleep(0.5)
 
 
 def dlq_record(msg: SourceMessage, table: str, error: str) -> bytes:

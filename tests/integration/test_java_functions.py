@@ -24,13 +24,12 @@ from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
 
 from connectors.kafka_admin import delete_topics, ensure_topics
 from connectors.registry import client as registry_client
-from jobs.streaming.environment import LOOPBACK
+from jobs.streaming.environment import JARS_DIR, LOOPBACK
 from meterflow.events import schema_text
 from meterflow.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration
 
-JARS = REPO_ROOT / "build" / "flink-jars"
 VECTORS = REPO_ROOT / "tests" / "vectors"
 FUNCTIONS = {
     "DecodeConfluentAvro": "dev.meterflow.flink.DecodeConfluentAvro",
@@ -58,7 +57,7 @@ def map_option(entries: dict[str, str]) -> str:
 
 
 def table_env(registry_url: str, retry_s: float = 60) -> TableEnvironment:
-    jars = sorted(JARS.glob("*.jar"))
+    jars = sorted(JARS_DIR.glob("*.jar"))
     assert any(j.name.startswith("meterflow-flink-functions") for j in jars), "run make setup"
     params = {
         "meterflow.registry.url": registry_url,
