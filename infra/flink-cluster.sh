@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# A local one-machine standalone Flink cluster (one JobManager, one TaskManager with 2 slots)
-# on 127.0.0.1, from the Flink distribution PyFlink ships in .venv, configured by infra/flink/
-# (FLINK_CONF_DIR). Logs in var/log/flink/, pid files in var/run/flink/ (git-ignored).
-# usage: infra/flink-cluster.sh start|stop|status
+# A local one-machine standalone Flink cluster (one JobManager, FLINK_TASKMANAGERS TaskManagers
+# with 2 slots each) on 127.0.0.1, from the Flink distribution PyFlink ships in .venv, configured
+# by infra/flink/ (FLINK_CONF_DIR). Logs in var/log/flink/, pid files in var/run/flink/.
+# usage: infra/flink-cluster.sh start|stop|status|start-jobmanager|start-taskmanager
+#   start-jobmanager / start-taskmanager: one more daemon of that kind, as a process supervisor
+#   would start after a crash (the fault harness kills them)
 #   FLINK_REST_PORT [8081]        REST API / web UI port
-#   FLINK_START_TIMEOUT [90]      seconds to wait for 1 TaskManager with 2 slots
+#   FLINK_TASKMANAGERS [1]        TaskManagers `start` starts and waits for
+#   FLINK_START_TIMEOUT [90]      seconds to wait for them
 # Submit a job to it (PYFLINK = the pyflink package directory):
 #   FLINK_CONF_DIR=infra/flink FLINK_LOG_DIR=var/log/flink $PYFLINK/bin/flink run \
 #     -m 127.0.0.1:8081 \
@@ -15,6 +18,7 @@ VAR="${METERFLOW_VAR:-$ROOT/var}"
 PY="$ROOT/.venv/bin/python"
 PORT="${FLINK_REST_PORT:-8081}"
 TIMEOUT="${FLINK_START_TIMEOUT:-90}"
+TMS="${FLINK_TASKMANAGERS:-1}"
 URL="http://127.0.0.1:$PORT"
 
 export FLINK_CONF_DIR="$ROOT/infra/flink"
@@ -22,6 +26,9 @@ export FLINK_LOG_DIR="$VAR/log/flink"
 export FLINK_PID_DIR="$VAR/run/flink"
 export FLINK_IDENT_STRING="meterflow"
 TMP_DIR="$VAR/flink/tmp"
+# Paths of this checkout, which config.yaml cannot know, as dynamic properties of each daemon.
+PROPS=(-D "rest.port=$PORT" -D "python.executable=$PY" -D "python.client.executable=$PY"
+  -D "io.tmp.dirs=$TMP_DIR")
 
 log() { printf '[flink] %s\n' "$*"; }
 die() { printf '[flink] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -46,11 +53,11 @@ live_pids() {
   return 0
 }
 overview() { curl -sf --max-time 2 "$URL/overview"; }
-# the REST API answers with exactly one TaskManager offering 2 slots
+# the REST API answers with exactly $TMS TaskManagers offering 2 slots each
 ready() {
   local o
   o="$(overview)" || return 1
-  [[ $o == *'"taskmanagers":1,'* && $o == *'"slots-total":2,'* ]]
+  [[ $o == *"\"taskmanagers\":$TMS,"* && $o == *"\"slots-total\":$((2 * TMS)),"* ]]
 }
 
 fail_start() { # fail_start WHY LOGFILE
@@ -80,33 +87,28 @@ start_cluster() {
   rm -f "$JM_PIDS" "$TM_PIDS"  # only dead pids were left in them
   rm -rf "$TMP_DIR"  # what killed daemons left behind (a clean stop removes its own files)
   mkdir -p "$FLINK_LOG_DIR" "$FLINK_PID_DIR" "$TMP_DIR"
-  # Paths of this checkout, which config.yaml cannot know, as dynamic properties.
-  local props=(
-    -D "rest.port=$PORT"
-    -D "python.executable=$PY"
-    -D "python.client.executable=$PY"
-    -D "io.tmp.dirs=$TMP_DIR"
-  )
   # From the repo root, so nothing a daemon resolves against its working directory lands in
   # the venv.
   cd "$ROOT"
-  log "starting jobmanager and taskmanager (FLINK_CONF_DIR=$FLINK_CONF_DIR, logs in $FLINK_LOG_DIR)"
-  "$BIN/jobmanager.sh" start "${props[@]}" >/dev/null
-  "$BIN/taskmanager.sh" start "${props[@]}" >/dev/null
+  log "starting jobmanager and $TMS taskmanager(s) (FLINK_CONF_DIR=$FLINK_CONF_DIR, logs in" \
+    "$FLINK_LOG_DIR)"
+  "$BIN/jobmanager.sh" start "${PROPS[@]}" >/dev/null
+  local i
+  for ((i = 0; i < TMS; i++)); do "$BIN/taskmanager.sh" start "${PROPS[@]}" >/dev/null; done
   local deadline=$((SECONDS + TIMEOUT))
   until ready; do
     [ -n "$(live_pids "$JM_PIDS")" ] || fail_start "jobmanager exited during start-up" "$JM_LOG"
     [ -n "$(live_pids "$TM_PIDS")" ] || fail_start "taskmanager exited during start-up" "$TM_LOG"
     if [ $SECONDS -ge $deadline ]; then
       if overview >/dev/null 2>&1; then
-        fail_start "REST API up but no taskmanager with 2 slots within ${TIMEOUT}s" "$TM_LOG"
+        fail_start "REST API up but not $TMS taskmanager(s) with 2 slots within ${TIMEOUT}s" "$TM_LOG"
       fi
       fail_start "REST API not up on $URL within ${TIMEOUT}s" "$JM_LOG"
     fi
     sleep 0.5
   done
-  log "up at $URL: 1 taskmanager, 2 slots (jobmanager $(live_pids "$JM_PIDS"), taskmanager" \
-    "$(live_pids "$TM_PIDS"))"
+  log "up at $URL: $TMS taskmanager(s), 2 slots each (jobmanager $(live_pids "$JM_PIDS")," \
+    "taskmanagers" $(live_pids "$TM_PIDS") ")"
 }
 
 # SIGTERM every daemon recorded in the pid files, SIGKILL what is still alive after 15s.
@@ -150,9 +152,19 @@ status_cluster() {
   return 1
 }
 
+# One more daemon beside whatever runs (after a crash of one): no wait, the caller watches REST.
+start_daemon() { # start_daemon jobmanager|taskmanager
+  cd "$ROOT"
+  mkdir -p "$FLINK_LOG_DIR" "$FLINK_PID_DIR" "$TMP_DIR"
+  "$BIN/$1.sh" start "${PROPS[@]}" >/dev/null
+  log "started a $1"
+}
+
 case "${1:-}" in
   start) start_cluster ;;
+  start-jobmanager) start_daemon jobmanager ;;
+  start-taskmanager) start_daemon taskmanager ;;
   stop) stop_cluster ;;
   status) status_cluster ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|start-jobmanager|start-taskmanager" >&2; exit 2 ;;
 esac

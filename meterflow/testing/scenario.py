@@ -15,6 +15,7 @@ import io
 import json
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -209,6 +210,12 @@ class _Gen:
                     rec["properties"]["model"] = "mystery"
                 return self.record(tok, kind, record=rec)
         return self.record(ev, kind, record=rec)
+
+
+def event_maker(seed: int, customers: int) -> Callable[[datetime], UsageEvent]:
+    """Scenario-shaped events one at a time, at the times asked for (the fault harness's client
+    apps); ids are unique per seed."""
+    return _Gen(ScenarioConfig(seed=seed, customers=customers)).event
 
 
 def generate(cfg: ScenarioConfig) -> Scenario:

@@ -3,7 +3,12 @@ UsageClient from several threads and leaves evidence on disk that survives a SIG
 
 - tracking file: each event_id, written just BEFORE track() is called;
 - accepted file: each event_id track() returned, written (and fsync'd) right after it returned;
-- stats file: the client's counters, replaced atomically a few times a second.
+- stats file: the client's counters, replaced atomically a few times a second;
+- with --scenario-seed (the fault harness, tests/chaos): events shaped like the scenario's
+  (meterflow.testing.scenario) with event times --time-offset seconds in the past, a share
+  --duplicate-rate of them tracked again with the same id (a retrying app), and each event
+  written whole to --events-file just before track() (a JSON line with the wall time), so the
+  harness can compute every expected window from what was sent.
 
 SIGTERM stops tracking, closes the client (flushing the spool to Kafka) and exits 0 when
 nothing is left undelivered. Run: python -m tests.integration.sdk_client_proc --help
@@ -14,16 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from meterflow.sdk import UsageClient
+from meterflow.testing.scenario import event_maker
 
 
 @dataclass
@@ -59,12 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-in-flight", type=int, default=2000)
     p.add_argument("--delivery-timeout", type=float, default=15.0)
+    p.add_argument("--scenario-seed", type=int, default=None)
+    p.add_argument("--customers", type=int, default=4)
+    p.add_argument("--time-offset", type=float, default=0.0, help="event time = now - this (s)")
+    p.add_argument("--duplicate-rate", type=float, default=0.0)
+    p.add_argument("--events-file", type=Path, default=None)
     a = p.parse_args(argv)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     accepted_fd = _open_append(a.accepted)
     tracking_fd = _open_append(a.tracking)
+    events_fd = _open_append(a.events_file) if a.events_file else None
     client = UsageClient(
         spool_dir=a.spool,
         max_in_flight=a.max_in_flight,
@@ -101,17 +115,39 @@ def main(argv: list[str] | None = None) -> int:
         period = a.threads / a.rate
         due = time.monotonic()
         n = 0
+        rng = random.Random()
+        make = None
+        if a.scenario_seed is not None:
+            make = event_maker(a.scenario_seed * 1000 + k + os.getpid(), a.customers)
+        again: list[dict] = []  # accepted events, for retries with the same id
         while not stop.is_set():
-            event_id = str(uuid.uuid4())
+            if make is None:
+                ev = {
+                    "event_id": str(uuid.uuid4()),
+                    "event_name": "api_call",
+                    "customer_id": f"sdk-cust-{(k * 7919 + n) % 7}",
+                    "value": None,
+                    "properties": {"region": "eu-west-1"},
+                    "timestamp": None,
+                    "source": "sdk-it",
+                }
+            elif again and rng.random() < a.duplicate_rate:
+                ev = rng.choice(again)
+            else:
+                e = make(datetime.now(UTC) - timedelta(seconds=a.time_offset))
+                ev = {**asdict(e), "event_id": str(uuid.uuid4())}
+            event_id = ev["event_id"]
             os.write(tracking_fd, f"{event_id}\n".encode())
+            if events_fd is not None:
+                # before track(): a kill between the two leaves an event whose fate is open
+                # but whose content the harness knows
+                line = {**ev, "timestamp": ev["timestamp"].isoformat(), "at": time.time()}
+                line["value"] = None if ev["value"] is None else str(ev["value"])
+                os.write(events_fd, (json.dumps(line) + "\n").encode())
+                if len(again) < 1000:
+                    again.append(ev)
             started = time.monotonic()
-            got = client.track(
-                "api_call",
-                f"sdk-cust-{(k * 7919 + n) % 7}",
-                properties={"region": "eu-west-1"},
-                event_id=event_id,
-                source="sdk-it",
-            )
+            got = client.track(**ev)
             took_ms = (time.monotonic() - started) * 1000
             assert got == event_id
             os.write(accepted_fd, f"{event_id}\n".encode())
