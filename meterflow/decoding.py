@@ -20,7 +20,7 @@ from typing import Any
 import fastavro
 
 from meterflow.aggregation import latest_key
-from meterflow.events import QUANTUM, WIDE
+from meterflow.events import AVRO_LIMIT, QUANTUM, WIDE
 from meterflow.meters import Aggregation, Meter, QuantityError
 from meterflow.wire import split_confluent_frame
 
@@ -74,24 +74,115 @@ class DeadLetter:
 Verdict = Accepted | DeadLetter
 
 
+@dataclass(frozen=True)
+class WriterInfo:
+    """What decode() needs to know of a writer schema besides the parsed schema."""
+
+    # fields the reader lacks, which fastavro skips (see _ExactReads)
+    skips_fields: bool
+    # reader fields the writer has as an Avro int: fastavro reads any 64-bit varint there
+    int_fields: tuple[str, ...]
+
+
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+
+
+def _without_uuid(schema: Any) -> Any:
+    """The writer schema with the `uuid` logical type dropped from every string.
+
+    fastavro turns such a string into a uuid.UUID (and fails on text that is not one), so a
+    producer whose event_id is `{"type": "string", "logicalType": "uuid"}` had every event
+    dead-lettered for a missing event_id, and UUID objects reached the properties and source
+    (found with tests/fuzz/differential.py: the JVM decoder reads them as the strings they
+    are).
+    The logical type changes nothing in the encoding.
+    """
+    if isinstance(schema, list):
+        return [_without_uuid(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _without_uuid(v) for k, v in schema.items()}
+    if out.get("logicalType") == "uuid" and out.get("type") == "string":
+        del out["logicalType"]
+    return out
+
+
+def _is_int(t: Any) -> bool:
+    # with a logical type too: date and time-millis become objects, any other is ignored
+    return t == "int" or (isinstance(t, dict) and t.get("type") == "int")
+
+
+def _writer_info(writer: Any, reader_fields: frozenset[str]) -> WriterInfo:
+    fields = writer.get("fields", ()) if isinstance(writer, dict) else ()
+    ints = []
+    for f in fields:
+        t = f["type"]
+        branches = t if isinstance(t, list) else [t]
+        has_long = any(
+            b == "long" or (isinstance(b, dict) and b.get("type") == "long") for b in branches
+        )
+        if f["name"] in reader_fields and not has_long and any(_is_int(b) for b in branches):
+            ints.append(f["name"])
+    return WriterInfo(
+        skips_fields=any(f["name"] not in reader_fields for f in fields), int_fields=tuple(ints)
+    )
+
+
 class SchemaCache:
     """Writer schemas by id, resolved against the reader schema the code is written for."""
 
     def __init__(self, fetch: Callable[[int], str], reader_schema: str) -> None:
         self._fetch = fetch
         self._reader = fastavro.parse_schema(json.loads(reader_schema))
-        self._writers: dict[int, Any] = {}
+        self._reader_fields = frozenset(f["name"] for f in self._reader.get("fields", ()))
+        self._writers: dict[int, tuple[Any, WriterInfo]] = {}
+
+    def _entry(self, schema_id: int) -> tuple[Any, WriterInfo]:
+        e = self._writers.get(schema_id)
+        if e is None:
+            w = fastavro.parse_schema(_without_uuid(json.loads(self._fetch(schema_id))))
+            e = (w, _writer_info(w, self._reader_fields))
+            self._writers[schema_id] = e
+        return e
 
     def writer(self, schema_id: int) -> Any:
-        w = self._writers.get(schema_id)
-        if w is None:
-            w = fastavro.parse_schema(json.loads(self._fetch(schema_id)))
-            self._writers[schema_id] = w
-        return w
+        return self._entry(schema_id)[0]
+
+    def info(self, schema_id: int) -> WriterInfo:
+        return self._entry(schema_id)[1]
 
     @property
     def reader(self) -> Any:
         return self._reader
+
+
+_read = io.BytesIO.read
+
+
+class _ExactReads(io.BytesIO):
+    """A body whose every read gets the bytes it asks for, or raises EOFError.
+
+    fastavro checks that when it reads a field, but skips a writer field the reader lacks (v2's
+    `unit` read as v1) by reading its length's worth of bytes unchecked: a record truncated in
+    such a field, or with a negative length there, decoded as valid (found by fuzzing against
+    the JVM decoder, which refuses both). Only used for writers with such fields: the check
+    costs a Python call per read.
+    """
+
+    __slots__ = ()
+
+    def read(self, n: int | None = -1) -> bytes:
+        data = _read(self, n)
+        if n is None or len(data) != n:
+            raise EOFError(f"expected {n} bytes, read {len(data)}")
+        return data
+
+
+def fits_event_decimal(value: Decimal) -> bool:
+    """Whether the event's decimal(38, 12) holds `value` exactly: below 1e26 in magnitude and
+    nothing below 1e-12."""
+    # copy_abs is exact; abs() would round in the default 28-digit context
+    return value.copy_abs() < AVRO_LIMIT and value.quantize(QUANTUM, context=WIDE) == value
 
 
 def dimensions_json(dims: Sequence[tuple[str, str]]) -> str:
@@ -117,10 +208,20 @@ def decode(
         writer = schemas.writer(schema_id)
     except SchemaNotFound:
         return DeadLetter("UNKNOWN_SCHEMA", f"schema id {schema_id} is not in the registry")
+    info = schemas.info(schema_id)
+    stream = _ExactReads(body) if info.skips_fields else io.BytesIO(body)
     try:
-        rec = fastavro.schemaless_reader(io.BytesIO(body), writer, schemas.reader)
+        rec = fastavro.schemaless_reader(stream, writer, schemas.reader)
     except Exception as exc:  # fastavro raises many types for corrupt input
         return DeadLetter("UNDECODABLE", f"avro decode with schema {schema_id}: {exc!r}"[:500])
+    for name in info.int_fields:
+        v = rec.get(name)
+        if type(v) is int and not INT_MIN <= v <= INT_MAX:
+            # an Avro int is 32-bit: the bytes are not valid for the writer schema, as the JVM
+            # decoder says (found by fuzzing against it: a plain-int timestamp of 2^31)
+            return DeadLetter(
+                "UNDECODABLE", f"avro decode with schema {schema_id}: int {name} out of range: {v}"
+            )
     return validate(rec, schema_id, record_ts_ms, meters, limits)
 
 
@@ -138,7 +239,23 @@ def validate(
     ts = rec.get("timestamp")
     if not isinstance(ts, datetime):
         return DeadLetter("MISSING_FIELD", "timestamp is missing")
+    if ts.utcoffset() is None:
+        # local-timestamp-millis/-micros in the writer: fastavro gives a naive datetime, a wall
+        # time in no zone, not an instant
+        return DeadLetter("UNDECODABLE", f"timestamp is a local timestamp in schema {schema_id}")
     ts_ms = (ts - EPOCH) // _MS
+    value = rec.get("value")
+    if value is not None:
+        # Checked before the time bounds, as the JVM decoder does (they come after it, in SQL).
+        if not isinstance(value, Decimal):
+            # a writer `value` without the decimal logical type: fastavro hands over raw bytes
+            return DeadLetter("UNDECODABLE", f"value is not an Avro decimal in schema {schema_id}")
+        if not fits_event_decimal(value):
+            # e.g. a 39-digit unscaled value, or a writer scale above 12 with digits below 1e-12:
+            # no consumer could store it (the Python job's Arrow conversion fails on it)
+            return DeadLetter(
+                "UNDECODABLE", f"value does not fit decimal(38, 12) in schema {schema_id}"
+            )
     if ts_ms > record_ts_ms + limits.max_future_skew_ms:
         return DeadLetter(
             "TIMESTAMP_IN_FUTURE",
@@ -150,9 +267,6 @@ def validate(
             f"event time {ts_ms} is {record_ts_ms - ts_ms} ms before the record time",
         )
     props = rec.get("properties") or {}
-    value = rec.get("value")
-    if value is not None:
-        value = Decimal(value)
     measurements = []
     event_name = rec["event_name"]
     try:

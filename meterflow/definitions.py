@@ -65,9 +65,20 @@ class ItemContext:
 def read_yaml(path: Path | str, error_type: type[ValueError]) -> Any:
     p = Path(path)
     try:
-        return yaml.safe_load(p.read_text())
+        # bytes, not read_text(): PyYAML decodes them itself (UTF-8, or UTF-16 with a BOM) and
+        # says where a byte is not valid text, instead of a UnicodeDecodeError in the locale's
+        # encoding (found by fuzzing, tests/fuzz)
+        return yaml.safe_load(p.read_bytes())
     except yaml.YAMLError as exc:
         raise error_type(f"{p}: not valid YAML: {exc}") from None
+    except (ValueError, ArithmeticError, LookupError, TypeError, AttributeError) as exc:
+        # PyYAML's constructors let these through for scalars that match a tag's pattern but
+        # not its range: `2026-01-01 25:00:00` (found by fuzzing, tests/fuzz), `2026-13-01`,
+        # an int past Python's 4300-digit limit, an explicit `!!timestamp` that is no timestamp
+        raise error_type(f"{p}: not valid YAML: {type(exc).__name__}: {exc}") from None
+    except RecursionError:
+        # the composer recurses once per nesting level
+        raise error_type(f"{p}: not valid YAML: nested too deeply") from None
 
 
 def unknown_fields(

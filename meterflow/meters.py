@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, Overflow
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -150,8 +150,20 @@ class Meter:
                     "UNKNOWN_MULTIPLIER_KEY",
                     f"meter {self.id}: {m.property}={key!r} not in the multiplier table",
                 )
-            q = WIDE.multiply(q, factor)
-        if abs(q) >= MAX_QUANTITY:
+            try:
+                q = WIDE.multiply(q, factor)
+            except Overflow:
+                # past the context's exponent limit (999999): far beyond 1e26
+                raise QuantityError(
+                    "QUANTITY_OUT_OF_RANGE", f"meter {self.id}: |{q} x {factor}| >= 1e26"
+                ) from None
+        try:
+            # abs() rounds in the default 28-digit context; the JVM function does the same
+            too_large = abs(q) >= MAX_QUANTITY
+        except Overflow:
+            # that context's exponent limit is 999999: anything past it is out of range too
+            too_large = True
+        if too_large:
             raise QuantityError("QUANTITY_OUT_OF_RANGE", f"meter {self.id}: |{q}| >= 1e26")
         return q
 

@@ -36,6 +36,9 @@ final class AvroEventDecoder implements Serializable {
   // Python's datetime range (years 1..9999): fastavro fails on event times outside it.
   static final long MIN_TS_MS = -62135596800000L;
   static final long MAX_TS_MS = 253402300799999L;
+  // the same years as days since the epoch (date)
+  static final long MIN_DAY = -719162L;
+  static final long MAX_DAY = 2932896L;
 
   private final SchemaLookup lookup;
   private final String readerText;
@@ -152,11 +155,28 @@ final class AvroEventDecoder implements Serializable {
           return dead(UNDECODABLE, "timestamp " + t + " us is outside years 1..9999");
         }
         tsMs = Math.floorDiv(t, 1000L);
-      } else if (lt instanceof LogicalTypes.LocalTimestampMillis
-          || lt instanceof LogicalTypes.LocalTimestampMicros) {
+      } else if (lt instanceof LogicalTypes.LocalTimestampMillis) {
+        if (t < MIN_TS_MS || t > MAX_TS_MS) {
+          return dead(UNDECODABLE, "local timestamp " + t + " ms is outside years 1..9999");
+        }
         localTs = true;
+      } else if (lt instanceof LogicalTypes.LocalTimestampMicros) {
+        if (t < MIN_TS_MS * 1000 || t > MAX_TS_MS * 1000 + 999) {
+          return dead(UNDECODABLE, "local timestamp " + t + " us is outside years 1..9999");
+        }
+        localTs = true;
+      } else if (lt instanceof LogicalTypes.Date) {
+        if (t < MIN_DAY || t > MAX_DAY) {
+          return dead(UNDECODABLE, "date " + t + " is outside years 1..9999");
+        }
+      } else if (lt instanceof LogicalTypes.TimeMillis || lt instanceof LogicalTypes.TimeMicros) {
+        // fastavro fails on a time of day of 24 h or more, of either sign
+        long day = lt instanceof LogicalTypes.TimeMillis ? 86_400_000L : 86_400_000_000L;
+        if (t <= -day || t >= day) {
+          return dead(UNDECODABLE, "time " + t + " is not within a day");
+        }
       }
-      // any other (no logical type, date, time): fastavro returns no datetime
+      // any other (no logical type), and date and time in range: fastavro returns no datetime
     }
     // validate: the first checks
     String[] strings = new String[REQUIRED_STRINGS.length];

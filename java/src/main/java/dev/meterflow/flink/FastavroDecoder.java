@@ -147,7 +147,9 @@ final class FastavroDecoder extends Decoder {
 
   @Override
   public void skipString() throws IOException {
-    pos += length();
+    // not `pos += length()`: Java reads pos before length() moves it past the varint
+    int n = length();
+    pos += n;
   }
 
   @Override
@@ -160,7 +162,8 @@ final class FastavroDecoder extends Decoder {
 
   @Override
   public void skipBytes() throws IOException {
-    pos += length();
+    int n = length(); // as in skipString
+    pos += n;
   }
 
   @Override
