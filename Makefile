@@ -4,10 +4,10 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 DEMO_EVENTS ?= 20000
 
-.PHONY: help setup up down status run test unit lint fmt clean bench bench-jvm java-test
+.PHONY: help setup up down status run test unit lint fmt clean bench bench-jvm java-test chaos fuzz
 
 help:
-	@echo "make setup | up | down | status | run | test | bench | lint | fmt | clean"
+	@echo "make setup | up | down | status | run | test | bench | chaos | lint | fmt | clean"
 
 setup:  ## install everything (idempotent, cached)
 	@bash infra/setup.sh
@@ -42,6 +42,12 @@ bench-jvm: up  ## the JVM path: both workloads, metering only and with rating (m
 	  $(PY) -m benchmarks.bench_metering --engine jvm --workload $$w $$m $(BENCH_ARGS) || exit 1; \
 	done; done
 
+# The fault harness (tests/chaos): 5 runs, each killing every component once under SDK load,
+# the 10-minute ClickHouse outage included (about 2 hours). A reduced run is in `make test`.
+CHAOS_ARGS ?=
+chaos: up
+	@$(PY) -m tests.chaos $(CHAOS_ARGS)
+
 lint: setup
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
 
@@ -50,6 +56,17 @@ fmt:
 
 java-test: setup  ## JUnit tests of the JVM functions against tests/vectors (offline)
 	@mvn -q -B -o -f java/pom.xml test
+
+# Coverage-guided fuzzing (tests/fuzz, atheris) of the reference decoder and of the definition
+# loaders, FUZZ_SECONDS each, then the decoder's corpus and its mutants against the JVM decoder.
+# Findings go to build/fuzz/<harness>/ (crash-*, disagreements.jsonl). A 20 s run of each
+# harness is in the unit tests.
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	@for h in decoding definitions; do mkdir -p build/fuzz/$$h && \
+	  $(PY) tests/fuzz/fuzz_$$h.py -max_total_time=$(FUZZ_SECONDS) -timeout=30 \
+	    -artifact_prefix=build/fuzz/$$h/ build/fuzz/$$h/corpus || exit 1; done
+	@$(PY) tests/fuzz/differential.py --mutants 100000
 
 unit: setup
 	@.venv/bin/pytest -q tests/unit

@@ -77,11 +77,17 @@ def replay_range(p: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[int
     return lo, hi
 
 
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest completed checkpoint of any run under a job's checkpoint directory."""
+    found = sorted(checkpoint_dir.glob("*/chk-*/_metadata"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
+
+
 def resolve_checkpoint(restore_from: str, checkpoint_dir: Path) -> str:
     """--restore's checkpoint: the path given, or for 'latest' the newest completed one."""
     if restore_from != "latest":
         return str(restore_from)
-    found = sorted(checkpoint_dir.glob("*/chk-*/_metadata"), key=lambda p: p.stat().st_mtime)
-    if not found:
+    found = latest_checkpoint(checkpoint_dir)
+    if found is None:
         raise SystemExit(f"--restore latest: no completed checkpoint under {checkpoint_dir}")
-    return found[-1].parent.as_uri()
+    return found.as_uri()

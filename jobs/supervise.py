@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pyflink
 
+from jobs.job_args import latest_checkpoint
 from meterflow.settings import REPO_ROOT
 
 FLINK_HOME = Path(pyflink.__file__).resolve().parent
@@ -83,15 +84,13 @@ def job_states(rest: str, name: str) -> list[str] | None:
     return [j["state"] for j in jobs if j["name"] == name]
 
 
-def has_checkpoint(checkpoint_dir: Path) -> bool:
-    return any(checkpoint_dir.glob("*/chk-*/_metadata"))
-
-
 def supervise(
     rest: str, group_id: str, checkpoint_dir: Path, job_args: list[str], interval_s: float
 ) -> int:
     name = job_name(group_id)
-    args = ["--group-id", group_id, "--checkpoint-dir", str(checkpoint_dir), *job_args]
+    args = [
+        "--group-id", group_id, "--checkpoint-dir", str(checkpoint_dir), "--detached", *job_args
+    ]  # fmt: skip
     log_dir = Path(os.environ.get("METERFLOW_VAR", REPO_ROOT / "var")) / "log" / "flink"
     submissions = 0
     while True:
@@ -105,7 +104,8 @@ def supervise(
         if "CANCELED" in states:
             log.info("%s was cancelled: not resubmitting", name)
             return 3
-        restore = ["--restore", "latest"] if has_checkpoint(checkpoint_dir) else []
+        # the job keeps its checkpoints under <checkpoint dir>/<group id>/<Flink job id>/
+        restore = ["--restore", "latest"] if latest_checkpoint(checkpoint_dir / group_id) else []
         submissions += 1
         log.info("submitting %s (%s, submission %d)", name, restore or "fresh", submissions)
         started = time.monotonic()

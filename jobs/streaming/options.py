@@ -27,6 +27,7 @@ class JobOptions:
     checkpoint_interval_s: int = 10
     checkpoint_dir: Path = DEFAULT_CHECKPOINTS
     restore_from: str | None = None  # a checkpoint path, or "latest"
+    detached: bool = False  # submitted with `flink run -d`: do not wait for the job's end
     group_id: str = "meterflow-metering"
     meters_file: Path = DEFAULT_METERS_FILE
     # real-time rating (period cost per customer, meter and period); off when either is None
@@ -41,6 +42,11 @@ def parse_args(argv: list[str] | None, description: str) -> JobOptions:
         description=description, formatter_class=argparse.RawTextHelpFormatter
     )
     add_job_args(p, JobOptions)
+    p.add_argument(
+        "--detached",
+        action="store_true",
+        help="return once the job is submitted (with `flink run -d`; jobs.supervise uses it)",
+    )
     a = p.parse_args(argv)
     return JobOptions(
         bounded=a.bounded,
@@ -56,4 +62,5 @@ def parse_args(argv: list[str] | None, description: str) -> JobOptions:
         prices_file=a.prices,
         subscriptions_file=a.subscriptions,
         replay=replay_range(p, a),
+        detached=a.detached,
     )

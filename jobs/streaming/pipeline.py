@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> None:
 
     opts = parse_args(argv, doc or "")
     t_env, stmts = build(Settings(), load_meters(opts.meters_file), opts)
-    execute_plan(t_env, compiled_plan(stmts, opts)).wait()
+    result = execute_plan(t_env, compiled_plan(stmts, opts))
+    if not opts.detached:
+        result.wait()
 
 
 def execute_plan(t_env: StreamTableEnvironment, plan_json: str) -> TableResult:

@@ -1,7 +1,7 @@
 """make chaos: several harness runs, each injecting every fault kind once in a random order;
 prints each run's outcome and the fault table (Markdown) at the end.
 
-    python -m tests.chaos [--runs 5] [--faults kafka,loader] [--rate 2000]
+    python -m tests.chaos [--runs 5] [--faults kafka,loader] [--rate 2400]
         [--clickhouse-unreachable 600] [--registry-down 60] [--seed 1]
 """
 
@@ -21,11 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--faults", default=",".join(FAULTS), help="comma-separated fault kinds")
-    p.add_argument("--rate", type=float, default=2000.0, help="events/s, all clients")
+    p.add_argument("--rate", type=float, default=2400.0, help="events/s asked, all clients")
     p.add_argument("--clients", type=int, default=2)
     p.add_argument("--clickhouse-unreachable", type=float, default=600.0, help="seconds")
     p.add_argument("--registry-down", type=float, default=60.0, help="seconds")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--keep", type=Path, default=None, help="keep each run's logs under DIR")
     a = p.parse_args(argv)
     kinds = [k for k in a.faults.split(",") if k]
     unknown = set(kinds) - set(FAULTS)
@@ -41,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         print(f"run {r + 1}/{a.runs}: {', '.join(order)}", flush=True)
         with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
-            o = run(Settings(), Path(tmp), plan, say=lambda m: print(m, flush=True))
+            work = a.keep / f"run-{r + 1}" if a.keep else Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            o = run(Settings(), work, plan, say=lambda m: print(m, flush=True))
         outcomes.append(o)
         print(
             f"run {r + 1}: accepted {o.accepted} ids ({o.sent_rate:.0f}/s), stored {o.stored}, "
