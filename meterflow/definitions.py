@@ -10,7 +10,8 @@ a YAML integer (1000000); a bare YAML float (0.002) is refused. YAML turns 0.002
 float before a loader sees it, and reading it back with str() only recovers the written digits
 for short literals: 12345678901234567.89 comes back as 1.2345678901234568e+16, a different
 price, with no error. Refusing floats makes the author write the exact number, at the cost of
-quotes the shipped files already used as their house style.
+quotes the shipped files already used as their house style. A decimal has at most 100 digits and
+a magnitude between 1e-100 and 1e100 (or is zero).
 
 Names that reach generated SQL (meter and plan ids, property names) must match the patterns of
 meterflow.identifiers; see `identifier`.
@@ -126,6 +127,12 @@ def identifier(ctx: ItemContext, fld: str, v: Any, kind: IdentifierKind) -> str:
     return name
 
 
+# Far beyond any price, quantity or amount, and small enough that every operation on them and
+# every message showing them stays cheap.
+MAX_DECIMAL_DIGITS = 100
+MAX_DECIMAL_EXPONENT = 100
+
+
 def decimal(ctx: ItemContext, fld: str, v: Any, *, positive: bool = False) -> Decimal:
     """A finite decimal from a quoted string or an integer (see the module docstring for why a
     bare float is refused); with `positive`, one > 0."""
@@ -144,6 +151,16 @@ def decimal(ctx: ItemContext, fld: str, v: Any, *, positive: bool = False) -> De
         raise ctx.error(fld, f"must be > 0, got {shown(v)}")
     if not d.is_finite():
         raise ctx.error(fld, f"{shown(v)} is not finite")
+    if not -MAX_DECIMAL_EXPONENT <= d.adjusted() <= MAX_DECIMAL_EXPONENT or (
+        len(d.as_tuple().digits) > MAX_DECIMAL_DIGITS
+    ):
+        # "1e9999999999" is a valid Decimal, but rounding it as money failed (InvalidOperation)
+        # and writing it out in an error or an invoice took minutes (found by tests/fuzz)
+        raise ctx.error(
+            fld,
+            f"{shown(v)} is out of range: at most {MAX_DECIMAL_DIGITS} digits, between "
+            f"1e-{MAX_DECIMAL_EXPONENT} and 1e{MAX_DECIMAL_EXPONENT}",
+        )
     return d
 
 
@@ -173,6 +190,9 @@ def required_timestamp(ctx: ItemContext, fld: str, v: Any) -> datetime:
         return parse_utc(v)
     except ValueError as exc:
         raise ctx.error(fld, str(exc)) from None
+    except OverflowError:
+        # in range where written, not in UTC: 0001-01-01T00:00+01:00 is before year 1 there
+        raise ctx.error(fld, f"{shown(v)} is outside years 1..9999 in UTC") from None
 
 
 def optional_later_timestamp(

@@ -188,7 +188,8 @@ def _charge(ctx: ItemContext, raw: Any) -> PriceModel:
     if not isinstance(raw, dict):
         raise ctx.error("model", f"a charge must be a mapping with a model, got {raw!r}")
     name = raw.get("model")
-    if name not in _MODELS:
+    # a list or mapping here is unhashable: `in` would raise TypeError
+    if not isinstance(name, str) or name not in _MODELS:
         raise ctx.error("model", f"unknown model {name!r} (one of {sorted(_MODELS)})")
     required, optional, build = _MODELS[name]
     missing = sorted(required - set(raw))

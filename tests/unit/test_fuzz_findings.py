@@ -232,3 +232,77 @@ def test_a_file_that_is_not_yaml_raises_the_loaders_error(tmp_path: Path, text, 
     with pytest.raises(error) as exc:
         load(p)
     assert str(exc.value).startswith(f"{p}: not valid YAML: ")
+
+
+def _plan(effective_from="2026-01-01", charge='{model: per_unit, unit_price: "1"}', minimum=None):
+    extra = "" if minimum is None else f"\n    minimum: {minimum!r}"
+    return f"""plans:
+- id: p
+  currency: USD
+  versions:
+  - version: 1
+    effective_from: {effective_from}{extra}
+    charges: {{m: {charge}}}
+"""
+
+
+def _sub(**fields):
+    base = {"id": "s", "customer_id": "c", "plan": "p", "start": "2026-01-01"}
+    return "subscriptions: [" + json.dumps({**base, **fields}) + "]"
+
+
+def _grant(**fields):
+    base = {"id": "g", "customer_id": "c", "currency": "USD", "amount": "5"}
+    return "grants: [" + json.dumps({**base, "effective_at": "2026-01-01", **fields}) + "]"
+
+
+WEIGHTED = (
+    "meters: [{id: m, version: 1, event_name: e, aggregation: SUM, quantity: "
+    '{from: value, multiply_by: {property: p, table: {a: "1e999999"}}}}]'
+)
+
+
+@pytest.mark.parametrize(
+    ("load", "error", "text"),
+    [
+        # round_amount raised InvalidOperation; printing such numbers in full never ended
+        (load_price_book, PriceConfigError, _plan(minimum="1e9999999999")),
+        (load_price_book, PriceConfigError, _plan(minimum="-1e9999999999")),
+        (load_price_book, PriceConfigError, _plan(minimum="1e-999999")),
+        (
+            load_price_book,
+            PriceConfigError,
+            _plan(charge='{model: per_unit, unit_price: "1e999999"}'),
+        ),
+        (load_meters, MeterConfigError, WEIGHTED),
+        (load_grants, CreditConfigError, _grant(amount="1e999999999999")),
+        # an unhashable model: TypeError from `in`
+        (load_price_book, PriceConfigError, _plan(charge='{model: [per_unit], unit_price: "1"}')),
+        (load_price_book, PriceConfigError, _plan(charge='{model: {a: 1}, unit_price: "1"}')),
+        # in range as written, not in UTC: OverflowError from astimezone
+        (load_price_book, PriceConfigError, _plan(effective_from='"0001-01-01T00:00:00+01:00"')),
+        (load_price_book, PriceConfigError, _plan(effective_from="0001-01-01 00:00:00 +01:00")),
+        (load_subscriptions, SubscriptionConfigError, _sub(start="0001-01-01T00:00:00+01:00")),
+        (load_subscriptions, SubscriptionConfigError, _sub(end="9999-12-31T23:59:59-01:00")),
+        (
+            load_subscriptions,
+            SubscriptionConfigError,
+            _sub(plan_changes=[{"plan": "q", "requested_at": "9999-12-31T23:59:59-01:00"}]),
+        ),
+        (load_grants, CreditConfigError, _grant(effective_at="0001-01-01T00:00:00+01:00")),
+        (load_grants, CreditConfigError, _grant(expires_at="9999-12-31T23:59:59-01:00")),
+    ],
+)
+def test_out_of_range_values_raise_the_loaders_error(tmp_path: Path, load, error, text):
+    p = tmp_path / "defs.yaml"
+    p.write_text(text)
+    with pytest.raises(error) as exc:
+        load(p)
+    message = str(exc.value)
+    assert message.startswith(f"{p}: ") and len(message) < 400, message
+
+
+def test_decimals_in_range_still_load(tmp_path: Path):
+    p = tmp_path / "prices.yaml"
+    p.write_text(_plan(charge='{model: per_unit, unit_price: "0.000000000001"}', minimum="1e20"))
+    assert load_price_book(p).plan("p").versions[0].minimum == Decimal("1e20")
