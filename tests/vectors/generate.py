@@ -646,6 +646,68 @@ def fuzz_found_vectors(add) -> None:
         schemas={1: extra},
         hand=bad,
     )
+    # ... and it skipped a writer-only array or map block that has a byte size (a negative
+    # count) item by item instead of by that size, as fastavro and Avro's own decoder skip it
+    tags = variant(
+        lambda fs, _: fs.append({"name": "tags", "type": {"type": "map", "values": "long"}})
+    )
+    names = variant(
+        lambda fs, _: fs.append({"name": "names", "type": {"type": "array", "items": "string"}})
+    )
+    item = s("k") + zigzag(5)
+    add(
+        "writer-only map block with a byte size: skipped by the size",
+        f1(IDS + TS + TAIL + zigzag(-32) + zigzag(1) + b"\x07" + b"\x00"),
+        schemas={1: tags},
+        hand=ok,
+    )
+    add(
+        "writer-only map block with its exact byte size",
+        f1(IDS + TS + TAIL + zigzag(-1) + zigzag(len(item)) + item + b"\x00"),
+        schemas={1: tags},
+        hand=ok,
+    )
+    add(
+        "writer-only array block with a byte size",
+        f1(IDS + TS + TAIL + zigzag(-3) + zigzag(2) + b"\x00\x00" + b"\x00"),
+        schemas={1: names},
+        hand=ok,
+    )
+    add(
+        "writer-only map block size beyond the end",
+        f1(IDS + TS + TAIL + zigzag(-1) + zigzag(50) + item + b"\x00"),
+        schemas={1: tags},
+        hand=bad,
+    )
+    add(
+        "writer-only map block size negative",
+        f1(IDS + TS + TAIL + zigzag(-1) + zigzag(-3) + item + b"\x00"),
+        schemas={1: tags},
+        hand=bad,
+    )
+    # a block count of -2^63 negates to itself in fastavro's int64: no item, then the next block
+    add(
+        "properties block count -2^63, then a block of one",
+        f1(
+            IDS
+            + TS
+            + NO_VALUE
+            + zigzag(-(2**63))
+            + zigzag(0)
+            + zigzag(1)
+            + s("k")
+            + s("v")
+            + b"\x00"
+            + NO_SOURCE
+        ),
+        hand={"status": "OK", "properties": {"k": "v"}},
+    )
+    add(
+        "writer-only map block count -2^63",
+        f1(IDS + TS + TAIL + zigzag(-(2**63)) + zigzag(0) + zigzag(1) + item + b"\x00"),
+        schemas={1: tags},
+        hand=ok,
+    )
     # Known remaining difference: an int beyond 32 bits in a writer-only field. Not valid Avro;
     # fastavro skips the field without looking at the value, and the reference cannot see it.
     skipped_int = variant(lambda fs, _: fs.append({"name": "count", "type": "int"}))

@@ -22,7 +22,9 @@ import org.apache.flink.avro.shaded.org.apache.avro.util.Utf8;
  *       BinaryDecoder substitutes U+FFFD. Skipped strings (writer-only fields) are not checked,
  *       as fastavro does not decode them;
  *   <li>a negative or too long length is an error, and a block count larger than the bytes left
- *       fails at once (it could never be satisfied) instead of allocating that many entries.
+ *       fails at once (it could never be satisfied) instead of allocating that many entries;
+ *   <li>a block with a byte size (a negative count) in a skipped field is skipped by that size,
+ *       not item by item; a count of -2^63 reads as an empty block, as fastavro's int64 does.
  * </ul>
  *
  * Known remaining difference: fastavro indexes a union with a negative branch index from the
@@ -68,13 +70,39 @@ final class FastavroDecoder extends Decoder {
 
   private long blockCount() throws IOException {
     long n = varint();
-    if (n < 0) {
+    while (n < 0) {
       varint(); // block size in bytes, unused (fastavro reads and ignores it)
-      n = -n;
+      if (n != Long.MIN_VALUE) {
+        n = -n;
+        break;
+      }
+      // -2^63 is its own negation: fastavro (an int64 in C) reads no item, then the next block
+      n = varint();
     }
+    return items(n);
+  }
+
+  /**
+   * A block of a skipped (writer-only) array or map: one with a byte size is skipped whole, as
+   * fastavro and Avro's BinaryDecoder skip it; the count of one without is returned.
+   */
+  private long skipBlocks() throws IOException {
+    long n = varint();
+    while (n < 0) {
+      long size = varint();
+      if (size < 0 || size > end - pos) {
+        throw new EOFException("block of " + size + " bytes with " + (end - pos) + " bytes left");
+      }
+      pos += (int) size;
+      n = varint();
+    }
+    return items(n);
+  }
+
+  private long items(long n) throws EOFException {
     // every item takes at least one byte unless its type is null; a count no remaining bytes
     // could hold is refused at once rather than allocated (a map of nulls is not in our schemas)
-    if (n < 0 || n > end - pos) {
+    if (n > end - pos) {
       throw new EOFException("block of " + n + " items with " + (end - pos) + " bytes left");
     }
     return n;
@@ -200,7 +228,7 @@ final class FastavroDecoder extends Decoder {
 
   @Override
   public long skipArray() throws IOException {
-    return blockCount();
+    return skipBlocks();
   }
 
   @Override
@@ -215,7 +243,7 @@ final class FastavroDecoder extends Decoder {
 
   @Override
   public long skipMap() throws IOException {
-    return blockCount();
+    return skipBlocks();
   }
 
   @Override
