@@ -316,7 +316,7 @@ class Pipeline:
                 later += [
                     (e["at"], e["event_id"])
                     for e in c.events(4 << 20)
-                    if e["at"] > t and e["event_id"] in ok
+                    if e["at"] > t and not e["retry"] and e["event_id"] in ok
                 ]
             if later:
                 return min(later)[1]
