@@ -135,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             elif again and rng.random() < a.duplicate_rate:
                 ev = {**rng.choice(again), "retry": True}
             else:
-                e = make(datetime.now(UTC) - timedelta(seconds=a.time_offset))
+                at = datetime.now(UTC) - timedelta(seconds=a.time_offset)
+                # whole milliseconds, as the event contract carries them: the harness's
+                # expectation (LATEST's tie-break on equal times) must see the times it sent
+                e = make(at.replace(microsecond=at.microsecond // 1000 * 1000))
                 ev = {**asdict(e), "event_id": str(uuid.uuid4())}
             retry = ev.pop("retry", False)
             event_id = ev["event_id"]
