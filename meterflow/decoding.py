@@ -18,6 +18,8 @@ from decimal import Decimal
 from typing import Any
 
 import fastavro
+from fastavro import _read_py  # the pure-Python reader: a decoder of our own can be passed in
+from fastavro.io.binary_decoder import BinaryDecoder
 
 from meterflow.aggregation import latest_key
 from meterflow.events import AVRO_LIMIT, QUANTUM, WIDE
@@ -178,6 +180,52 @@ class _ExactReads(io.BytesIO):
         return data
 
 
+def _canonical(body: bytes, writer: Any) -> bool:
+    """Whether `body` is the encoding fastavro itself writes for what it reads from it. A
+    negative union branch index never is (fastavro's writer only writes indexes from 0)."""
+    try:
+        out = io.BytesIO()
+        fastavro.schemaless_writer(
+            out, writer, fastavro.schemaless_reader(io.BytesIO(body), writer)
+        )
+        return out.getvalue() == body
+    except Exception:
+        return False
+
+
+class NegativeBranch(ValueError):
+    pass
+
+
+class _NoNegativeBranch(BinaryDecoder):
+    def read_index(self) -> int:
+        index = self.read_long()
+        if index < 0:
+            raise NegativeBranch(f"negative union branch index {index}")
+        return index
+
+
+def _read_branches_strictly(body: bytes, writer: Any, reader: Any) -> None:
+    """Read `body` again with fastavro's pure-Python reader, refusing a negative union branch
+    index, which fastavro's reader takes as Python list indexing from the end (-1: the last
+    branch) and Avro, like the JVM decoder, refuses (found by the fuzz stream through the job,
+    tests/integration/test_fuzz_stream.py). Only for bodies that are not canonical (_canonical):
+    valid but unusual encodings (multi-block maps, padded decimals, long varints) and corrupt
+    ones; the pure-Python reader is several times slower."""
+    named = _read_py._default_named_schemas()
+    w = fastavro.parse_schema(writer, named["writer"], _force=True)
+    r = fastavro.parse_schema(reader, named["reader"], _force=True)
+    try:
+        # "ignore": the pure-Python reader decodes the strings of skipped writer-only fields,
+        # which the fast reader (and the JVM) leave unchecked
+        options = {"handle_unicode_errors": "ignore"}
+        _read_py.read_data(_NoNegativeBranch(io.BytesIO(body)), w, named, r, options)
+    except NegativeBranch:
+        raise
+    except Exception:  # any other finding is the fast reader's to make, and it
+        pass  # read these bytes without one
+
+
 def fits_event_decimal(value: Decimal) -> bool:
     """Whether the event's decimal(38, 12) holds `value` exactly: below 1e26 in magnitude and
     nothing below 1e-12."""
@@ -212,6 +260,8 @@ def decode(
     stream = _ExactReads(body) if info.skips_fields else io.BytesIO(body)
     try:
         rec = fastavro.schemaless_reader(stream, writer, schemas.reader)
+        if not _canonical(body, writer):
+            _read_branches_strictly(body, writer, schemas.reader)
     except Exception as exc:  # fastavro raises many types for corrupt input
         return DeadLetter("UNDECODABLE", f"avro decode with schema {schema_id}: {exc!r}"[:500])
     for name in info.int_fields:
