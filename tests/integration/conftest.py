@@ -220,7 +220,11 @@ def job_metrics(port: int) -> dict[str, float]:
 def job_counters(port: int) -> dict[str, float]:
     """meterflow_* operator counters of the job, summed over subtasks."""
     prefix = "flink_taskmanager_job_task_operator_meterflow_"
-    return {k.removeprefix(prefix): v for k, v in job_metrics(port).items() if k.startswith(prefix)}
+    out: dict[str, float] = defaultdict(float)  # a counter not yet exported reads 0
+    out.update(
+        (k.removeprefix(prefix), v) for k, v in job_metrics(port).items() if k.startswith(prefix)
+    )
+    return out
 
 
 def kill_job(job: subprocess.Popen) -> None:
