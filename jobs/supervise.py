@@ -24,7 +24,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -44,8 +43,9 @@ def job_name(group_id: str) -> str:
     return f"meterflow-streaming[{group_id}]"
 
 
-def submit_cmd(rest: str, job_args: list[str], detached: bool) -> list[str]:
-    """`flink run` of the JVM job's driver against the cluster at `rest` (host:port or URL)."""
+def submit_cmd(rest: str, job_args: list[str], detached: bool, driver: Path = DRIVER) -> list[str]:
+    """`flink run` of a job's driver (the JVM job's by default) against the cluster at `rest`
+    (host:port or URL)."""
     address = rest.removeprefix("http://").removeprefix("https://")
     return [
         str(FLINK_HOME / "bin" / "flink"),
@@ -59,15 +59,17 @@ def submit_cmd(rest: str, job_args: list[str], detached: bool) -> list[str]:
         "-pyexec",
         sys.executable,
         "-py",
-        str(DRIVER),
+        str(driver),
         "--",
         *job_args,
     ]
 
 
-def submit_env(log_dir: Path) -> dict[str, str]:
+def submit_env(log_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The Flink client's environment: the repo's cluster configuration, on top of `base`
+    (this process's environment by default)."""
     return {
-        **os.environ,
+        **(os.environ if base is None else base),
         "FLINK_CONF_DIR": str(REPO_ROOT / "infra" / "flink"),
         "FLINK_LOG_DIR": str(log_dir),
         "FLINK_IDENT_STRING": "meterflow",  # the client log's name, as the daemons' logs
@@ -79,7 +81,7 @@ def job_states(rest: str, name: str) -> list[str] | None:
     try:
         with urllib.request.urlopen(f"{rest}/jobs/overview", timeout=5) as r:
             jobs = json.loads(r.read())["jobs"]
-    except (OSError, urllib.error.URLError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError):  # URLError is an OSError
         return None
     return [j["state"] for j in jobs if j["name"] == name]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import fastavro
 from fastavro import _read_py  # the pure-Python reader: a decoder of our own can be passed in
 from fastavro.io.binary_decoder import BinaryDecoder
+from fastavro.schema import to_parsing_canonical_form
 
 from meterflow.aggregation import latest_key
 from meterflow.events import AVRO_LIMIT, QUANTUM, WIDE
@@ -29,6 +30,23 @@ from meterflow.wire import split_confluent_frame
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 REQUIRED_STRINGS = ("event_id", "event_name", "customer_id")
+# Every reason a record is dead-lettered for: the decoding's own, then the measuring's
+# (meterflow.meters.QuantityError).
+DEAD_LETTER_REASONS = (
+    "UNDECODABLE",
+    "UNKNOWN_SCHEMA",
+    "MISSING_FIELD",
+    "TIMESTAMP_IN_FUTURE",
+    "TIMESTAMP_TOO_OLD",
+    "OVERSIZED",
+    "NON_NUMERIC_QUANTITY",
+    "NAN_QUANTITY",
+    "INFINITE_QUANTITY",
+    "NEGATIVE_QUANTITY",
+    "MISSING_QUANTITY",
+    "UNKNOWN_MULTIPLIER_KEY",
+    "QUANTITY_OUT_OF_RANGE",
+)
 
 
 class SchemaNotFound(LookupError):
@@ -84,6 +102,8 @@ class WriterInfo:
     skips_fields: bool
     # reader fields the writer has as an Avro int: fastavro reads any 64-bit varint there
     int_fields: tuple[str, ...]
+    # the writer is the reader schema: what is read with resolution is what was written
+    is_reader: bool = False
 
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
@@ -143,7 +163,9 @@ class SchemaCache:
         e = self._writers.get(schema_id)
         if e is None:
             w = fastavro.parse_schema(_without_uuid(json.loads(self._fetch(schema_id))))
-            e = (w, _writer_info(w, self._reader_fields))
+            info = _writer_info(w, self._reader_fields)
+            same = to_parsing_canonical_form(w) == to_parsing_canonical_form(self._reader)
+            e = (w, replace(info, is_reader=same))
             self._writers[schema_id] = e
         return e
 
@@ -180,14 +202,15 @@ class _ExactReads(io.BytesIO):
         return data
 
 
-def _canonical(body: bytes, writer: Any) -> bool:
-    """Whether `body` is the encoding fastavro itself writes for what it reads from it. A
-    negative union branch index never is (fastavro's writer only writes indexes from 0)."""
+def _canonical(body: bytes, writer: Any, read: Any = None) -> bool:
+    """Whether `body` is the encoding fastavro itself writes for what it reads from it (`read`:
+    what was read, when the writer is the reader schema; read again here otherwise). A negative
+    union branch index never is (fastavro's writer only writes indexes from 0)."""
     try:
+        if read is None:
+            read = fastavro.schemaless_reader(io.BytesIO(body), writer)
         out = io.BytesIO()
-        fastavro.schemaless_writer(
-            out, writer, fastavro.schemaless_reader(io.BytesIO(body), writer)
-        )
+        fastavro.schemaless_writer(out, writer, read)
         return out.getvalue() == body
     except Exception:
         return False
@@ -260,7 +283,7 @@ def decode(
     stream = _ExactReads(body) if info.skips_fields else io.BytesIO(body)
     try:
         rec = fastavro.schemaless_reader(stream, writer, schemas.reader)
-        if not _canonical(body, writer):
+        if not _canonical(body, writer, rec if info.is_reader else None):
             _read_branches_strictly(body, writer, schemas.reader)
     except Exception as exc:  # fastavro raises many types for corrupt input
         return DeadLetter("UNDECODABLE", f"avro decode with schema {schema_id}: {exc!r}"[:500])

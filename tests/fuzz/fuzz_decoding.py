@@ -29,7 +29,6 @@ are finite Decimals at scale 12 below 1e26.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import sys
@@ -48,6 +47,7 @@ if str(ROOT) not in sys.path:
 with atheris.instrument_imports(include=["meterflow"]):
     from meterflow.aggregation import latest_value
     from meterflow.decoding import (
+        DEAD_LETTER_REASONS,
         Accepted,
         DeadLetter,
         Limits,
@@ -60,6 +60,7 @@ with atheris.instrument_imports(include=["meterflow"]):
 import fastavro  # noqa: E402  (after the instrumented imports)
 
 from meterflow.events import (  # noqa: E402
+    AVRO_LIMIT,
     QUANTITY_SCALE,
     QUANTUM,
     WIDE,
@@ -68,6 +69,7 @@ from meterflow.events import (  # noqa: E402
     schema_text,
 )
 from meterflow.wire import confluent_frame, split_confluent_frame  # noqa: E402
+from tests.fuzz.corpus import split_args, write_seeds  # noqa: E402
 
 DEFAULT_CORPUS = ROOT / "build" / "fuzz" / "decoding" / "corpus"
 VECTORS = ROOT / "tests" / "vectors" / "decode.jsonl"
@@ -75,24 +77,7 @@ HEADER = 9
 SMALL_LIMIT = 64
 MAX_SEED_BYTES = 4096  # libFuzzer's -max_len follows the longest seed: keep inputs small
 
-REASONS = frozenset(
-    {
-        "UNDECODABLE",
-        "UNKNOWN_SCHEMA",
-        "OVERSIZED",
-        "MISSING_FIELD",
-        "TIMESTAMP_IN_FUTURE",
-        "TIMESTAMP_TOO_OLD",
-        "NON_NUMERIC_QUANTITY",
-        "NAN_QUANTITY",
-        "INFINITE_QUANTITY",
-        "NEGATIVE_QUANTITY",
-        "MISSING_QUANTITY",
-        "UNKNOWN_MULTIPLIER_KEY",
-        "QUANTITY_OUT_OF_RANGE",
-    }
-)
-AVRO_LIMIT = Decimal(10) ** 26  # decimal(38, 12): 26 integer digits
+REASONS = frozenset(DEAD_LETTER_REASONS)
 
 # ------------------------------------------------------------------------------- fixtures
 
@@ -349,13 +334,6 @@ def seeds() -> list[bytes]:
     return out
 
 
-def write_seeds(corpus: Path) -> int:
-    corpus.mkdir(parents=True, exist_ok=True)
-    for s in seeds():
-        (corpus / f"seed-{hashlib.sha1(s).hexdigest()}").write_bytes(s)
-    return len(list(corpus.iterdir()))
-
-
 # ------------------------------------------------------------------------------- contract
 
 
@@ -484,11 +462,8 @@ def test_one_input(data: bytes) -> None:
 
 
 def main(argv: list[str]) -> None:
-    dirs = [a for a in argv[1:] if not a.startswith("-")]
-    flags = [a for a in argv[1:] if a.startswith("-")]
-    if not dirs:
-        dirs = [str(DEFAULT_CORPUS)]
-    n = write_seeds(Path(dirs[0]))
+    dirs, flags = split_args(argv, DEFAULT_CORPUS)
+    n = write_seeds(Path(dirs[0]), seeds())
     print(f"fuzz_decoding: {n} inputs in {dirs[0]}, schema ids {sorted(SCHEMAS)}", flush=True)
     atheris.Setup([argv[0], *flags, *dirs], test_one_input)
     atheris.Fuzz()

@@ -44,6 +44,8 @@ with atheris.instrument_imports(include=["meterflow", "yaml"]):
     from meterflow.price_book import PriceConfigError, load_price_book
     from meterflow.subscriptions import SubscriptionConfigError, load_subscriptions
 
+from tests.fuzz.corpus import split_args, write_seeds  # noqa: E402
+
 DEFAULT_CORPUS = ROOT / "build" / "fuzz" / "definitions" / "corpus"
 SCHEMAS = ROOT / "schemas"
 
@@ -284,13 +286,6 @@ def seeds() -> list[bytes]:
     return out
 
 
-def write_seeds(corpus: Path) -> int:
-    corpus.mkdir(parents=True, exist_ok=True)
-    for s in seeds():
-        (corpus / f"seed-{hashlib.sha1(s).hexdigest()}").write_bytes(s)
-    return len(list(corpus.iterdir()))
-
-
 # ----------------------------------------------------------------------- outcome features
 # As in fuzz_decoding: one instrumented branch per kind of outcome (loader x loaded or the
 # field an error names, hashed into buckets), so inputs reaching a new error stay in the corpus.
@@ -342,13 +337,10 @@ def test_one_input(data: bytes) -> None:
 
 
 def main(argv: list[str]) -> None:
-    dirs = [a for a in argv[1:] if not a.startswith("-")]
-    flags = [a for a in argv[1:] if a.startswith("-")]
-    if not dirs:
-        dirs = [str(DEFAULT_CORPUS)]
+    dirs, flags = split_args(argv, DEFAULT_CORPUS)
     global FILE
     FILE = Path(dirs[0]).resolve().parent / "input.yaml"
-    n = write_seeds(Path(dirs[0]))
+    n = write_seeds(Path(dirs[0]), seeds())
     print(f"fuzz_definitions: {n} inputs in {dirs[0]}", flush=True)
     sys.setrecursionlimit(1000)  # the default: a loader must not need more
     atheris.Setup([argv[0], *flags, *dirs], test_one_input)

@@ -16,17 +16,16 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pyflink
 import pytest
 
 from connectors.producer import produce_raw
+from jobs.supervise import submit_cmd, submit_env
 from meterflow.settings import REPO_ROOT
 from meterflow.testing.scenario import ScenarioConfig, generate
 from tests.integration.conftest import Scratch, make_scratch
 from tests.integration.expected import WINDOWS_SQL, actual_windows, expected_windows
 
 CLUSTER_SCRIPT = REPO_ROOT / "infra" / "flink-cluster.sh"
-FLINK_HOME = Path(pyflink.__file__).resolve().parent
 FLINK_LOG_DIR = Path(os.environ.get("METERFLOW_VAR", REPO_ROOT / "var")) / "log" / "flink"
 REST_PORT = int(os.environ.get("FLINK_REST_PORT", "8081"))
 REST = f"http://127.0.0.1:{REST_PORT}"
@@ -86,35 +85,15 @@ def _submit(scratch: Scratch, script: Path, engine: str):
     sc = generate(ScenarioConfig(seed=5, start=_start(), events=600, malformed_per_kind=1))
     produce_raw(scratch.settings, [(r.key, r.value, r.timestamp_ms) for r in sc.records])
     group_id = f"it-cluster-{scratch.run_id}"
-    cmd = [
-        str(FLINK_HOME / "bin" / "flink"),
-        "run",
-        "-m",
+    cmd = submit_cmd(
         f"127.0.0.1:{REST_PORT}",
-        # the client's driver and the TaskManager's workers: the venv the repo is installed in
-        "-pyclientexec",
-        sys.executable,
-        "-pyexec",
-        sys.executable,
-        "-py",
-        str(script),
-        "--",
-        "--bounded",
-        "--meters",
-        str(METERS),
-        "--prices",
-        "none",
-        "--group-id",
-        group_id,
-        "--checkpoint-dir",
-        str(scratch.checkpoints),
-    ]
-    env = {
-        **scratch.env(),  # METERFLOW_EVENTS_TOPIC / METERFLOW_DB for the client's Settings()
-        "FLINK_CONF_DIR": str(REPO_ROOT / "infra" / "flink"),
-        "FLINK_LOG_DIR": str(FLINK_LOG_DIR),
-        "FLINK_IDENT_STRING": "meterflow",  # the client log's name, as the daemons' logs
-    }
+        ["--bounded", "--meters", str(METERS), "--prices", "none", "--group-id", group_id,
+         "--checkpoint-dir", str(scratch.checkpoints)],
+        detached=False,
+        driver=script,
+    )  # fmt: skip
+    # METERFLOW_EVENTS_TOPIC / METERFLOW_DB for the client's Settings()
+    env = submit_env(FLINK_LOG_DIR, scratch.env())
     submit = subprocess.run(
         cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S
     )
