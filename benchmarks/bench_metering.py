@@ -93,14 +93,18 @@ def baseline_copy(settings: Settings, db: str, total: int) -> tuple[float, dict[
 def decode_ceiling(settings: Settings) -> tuple[float, float]:
     """Baseline (b): Flink decoding the topic into a blackhole (benchmarks/decode_ceiling.py),
     records/s sustained and the Flink process's CPU µs per record."""
-    out = subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "benchmarks.decode_ceiling", "--topic", settings.events_topic,
          "--group-id", f"ceiling-{uuid.uuid4().hex[:8]}"],
         cwd=REPO_ROOT, check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    line = next(x for x in out.splitlines() if x.startswith("samples"))
+    )  # fmt: skip
+    line = next(x for x in done.stdout.splitlines() if x.startswith("samples"))
     got = [x.split(":") for x in line.split()[1:]]
     samples = [(float(t), int(n), {"flink": float(c)}) for t, n, c in got]
+    if not samples:
+        raise SystemExit(
+            f"baseline (b) sampled nothing:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
     total = max(n for _, n, _ in samples)
     rate = sustained_rate([(t, n) for t, n, _ in samples], total)
     return rate, cpu_per_event_us(samples, total)["flink"]

@@ -82,7 +82,13 @@ def _poll(job_id: str, samples: list[tuple[float, int, float]], done: threading.
             base = f"/jobs/{job_id}/vertices/{vertex}/metrics"
             if metric is None:
                 names = [m["id"] for m in _get(base)]  # type: ignore[union-attr]
-                metric = next(n for n in names if n.endswith("kafka_records[1].numRecordsOut"))
+                # None until the operator's metrics are registered (a StopIteration here ended
+                # this thread: a run with no samples at all)
+                metric = next(
+                    (n for n in names if n.endswith("kafka_records[1].numRecordsOut")), None
+                )
+                if metric is None:
+                    continue
             got = _get(f"{base}?get={urllib.parse.quote(metric)}")
             n = int(float(got[0]["value"]))  # type: ignore[index]
             samples.append((time.monotonic() - t0, n, cpu.seconds()))
