@@ -44,6 +44,18 @@ render() { # render TEMPLATE OUT KEY=VALUE...
 }
 need() { [ -e "$1" ] || { echo "[stack] $1 is missing: run 'make setup' first" >&2; exit 1; }; }
 
+# The local stack's credentials (meterflow/credentials.py reads them): one random password per
+# principal in var/secrets/NAME, generated once, readable by this user only, never committed.
+SECRETS="${METERFLOW_SECRETS:-$VAR/secrets}"
+secret() { # secret NAME -> prints the password, creating it on first use
+  local f="$SECRETS/$1"
+  if [ ! -s "$f" ]; then
+    mkdir -p "$SECRETS" && chmod 700 "$SECRETS"
+    (umask 077 && openssl rand -hex 24 > "$f")
+  fi
+  cat "$f"
+}
+
 clickhouse_ok() { curl -sf "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/ping"; }
 registry_ok() { curl -sf "http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7/subjects"; }
 prometheus_ok() { curl -sf "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"; }
