@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from meterflow.settings import REPO_ROOT
+# settings.py builds client configs from these, so this module must not import it
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def secrets_dir() -> Path:
