@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meterflow.credentials import secret, secrets_dir
 from meterflow.identifiers import NAME, TOPIC
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -13,6 +14,27 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+KAFKA_SECURITY = ("SASL_SSL", "PLAINTEXT")
+# The principals of a deployment (ACLs: connectors.kafka_admin.acl_bindings): operators (topics,
+# ACLs, tests' checks), producers (write the events topic only), the metering job, the loader,
+# the alert webhook sender.
+KAFKA_ROLES = ("operator", "producer", "job", "loader", "alerts")
+# Consumer groups and transactional ids each role may use start with these.
+GROUP_PREFIXES = {
+    "job": "meterflow-metering",
+    "loader": "meterflow-loader",
+    "alerts": "meterflow-alerts",
+}
+FLINK_KAFKA_SHADED = "org.apache.flink.kafka.shaded.org.apache.kafka"
+
+
+def _jaas(value: str) -> str:
+    # a JAAS option value is a double-quoted string: a quote or backslash in it would end it
+    if '"' in value or "\\" in value:
+        raise ValueError("Kafka user names and passwords may not contain '\"' or '\\'")
+    return value
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,12 @@ class Settings:
         default_factory=lambda: _env("METERFLOW_EVENTS_TOPIC", "usage-events")
     )
     topic_partitions: int = field(default_factory=lambda: int(_env("METERFLOW_PARTITIONS", "2")))
+    # SASL_SSL (SCRAM-SHA-512 over TLS, the local stack's default) or PLAINTEXT for a broker
+    # without authentication; the CA that signed the brokers' certificates.
+    kafka_security: str = field(default_factory=lambda: _env("METERFLOW_KAFKA_SECURITY", "SASL_SSL"))
+    kafka_ca: str = field(
+        default_factory=lambda: _env("METERFLOW_KAFKA_CA", str(secrets_dir() / "ca.crt"))
+    )
 
     def __post_init__(self) -> None:
         # Both are spliced into generated SQL and Flink table options (see meterflow.identifiers);
@@ -44,6 +72,51 @@ class Settings:
             problem = kind.problem(value) if isinstance(value, str) else f"got {value!r}"
             if problem is not None:
                 raise ValueError(f"{var}: {problem}")
+        if self.kafka_security not in KAFKA_SECURITY:
+            raise ValueError(
+                f"METERFLOW_KAFKA_SECURITY: one of {', '.join(KAFKA_SECURITY)}, "
+                f"got {self.kafka_security!r}"
+            )
+
+    def kafka_credentials(self, role: str) -> tuple[str, str]:
+        """(user, password) of the Kafka principal `role` acts as (`KAFKA_ROLES`)."""
+        if role not in KAFKA_ROLES:
+            raise ValueError(f"unknown Kafka role {role!r}; one of {', '.join(KAFKA_ROLES)}")
+        var = f"METERFLOW_KAFKA_{role.upper()}"
+        user = _env(f"{var}_USER", role)
+        password = os.environ.get(f"{var}_PASSWORD") or secret(f"kafka-{role}")
+        return user, password
+
+    def kafka_config(self, role: str) -> dict[str, str]:
+        """librdkafka (confluent-kafka) connection settings for a client acting as `role`."""
+        conf = {"bootstrap.servers": self.kafka_bootstrap}
+        if self.kafka_security == "PLAINTEXT":
+            return conf
+        user, password = self.kafka_credentials(role)
+        return conf | {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": user,
+            "sasl.password": password,
+            "ssl.ca.location": self.kafka_ca,
+        }
+
+    def kafka_java_properties(self, role: str) -> dict[str, str]:
+        """The same for a Java Kafka client (Flink's Kafka connector): its `properties.*`."""
+        conf = {"bootstrap.servers": self.kafka_bootstrap}
+        if self.kafka_security == "PLAINTEXT":
+            return conf
+        user, password = self.kafka_credentials(role)
+        # flink-sql-connector-kafka relocates the Kafka client, its login module with it
+        module = f"{FLINK_KAFKA_SHADED}.common.security.scram.ScramLoginModule"
+        jaas = f'{module} required username="{_jaas(user)}" password="{_jaas(password)}";'
+        return conf | {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.jaas.config": jaas,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": self.kafka_ca,
+        }
 
     @property
     def dlq_topic(self) -> str:
