@@ -1,16 +1,26 @@
-"""Topic management on the Kafka broker."""
+"""Topics, principals and ACLs on the Kafka cluster; every call here acts as the operator."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
     NewTopic,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
 )
 
-from meterflow.settings import Settings
+from meterflow.settings import GROUP_PREFIXES, KAFKA_ROLES, Settings
 
 # The events topic takes records far over the job's own limit (64 KiB) so that an oversized
 # record from any producer reaches the job and is dead-lettered with its reason and bytes,
@@ -32,7 +42,7 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
 def ensure_topics(settings: Settings, topics: list[str], timeout: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet, with their settings (`topic_configs`), and set
     those settings on the ones that do; return the names created."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = _admin(settings)
     existing = set(admin.list_topics(timeout=timeout).topics)
     configs = topic_configs(settings)
     wanted = [
@@ -67,10 +77,128 @@ def ensure_topics(settings: Settings, topics: list[str], timeout: float = 30.0) 
 
 
 def delete_topics(settings: Settings, topics: list[str], timeout: float = 30.0) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = _admin(settings)
     present = set(admin.list_topics(timeout=timeout).topics)
     doomed = [t for t in topics if t in present]
     if not doomed:
         return
     for fut in admin.delete_topics(doomed, operation_timeout=timeout).values():
         fut.result()
+
+
+def _admin(settings: Settings) -> AdminClient:
+    return AdminClient(settings.kafka_config("operator"))
+
+
+def loader_topics(settings: Settings) -> tuple[list[str], list[str]]:
+    """(the topics the loader reads, its dead-letter topics)."""
+    from connectors.loader import routes
+
+    rs = routes(settings)
+    return [r.topic for r in rs], [r.dlq_topic for r in rs]
+
+
+def deployment_topics(settings: Settings) -> list[str]:
+    return [*settings.all_topics, *loader_topics(settings)[1]]
+
+
+class Grant(NamedTuple):
+    """One ACL: `role` may do `operations` on a resource (LITERAL name, or PREFIXED)."""
+
+    role: str
+    resource: str  # topic | group | transactional_id
+    name: str
+    prefixed: bool
+    operations: tuple[str, ...]
+
+
+def grants(settings: Settings) -> list[Grant]:
+    """What each principal of a deployment may do, nothing more (the operator and the broker
+    are super users: infra/kafka/server.properties.in). Consumer groups and transactional ids
+    are confined to each role's prefix (meterflow.settings.GROUP_PREFIXES)."""
+    read, write = ("READ", "DESCRIBE"), ("WRITE", "DESCRIBE")
+    job_outputs = [
+        settings.dlq_topic,
+        settings.late_topic,
+        settings.alerts_topic,
+        settings.accepted_topic,
+        settings.late_events_topic,
+        settings.windows_topic,
+        settings.period_cost_topic,
+        settings.alert_rows_topic,
+    ]
+    loaded, load_dlqs = loader_topics(settings)
+    out = [Grant("producer", "topic", settings.events_topic, False, write)]
+    out.append(Grant("job", "topic", settings.events_topic, False, read))
+    out += [Grant("job", "topic", t, False, write) for t in job_outputs]
+    out.append(Grant("job", "transactional_id", GROUP_PREFIXES["job"], True, write))
+    out += [Grant("loader", "topic", t, False, read) for t in loaded]
+    out += [Grant("loader", "topic", t, False, write) for t in load_dlqs]
+    out.append(Grant("alerts", "topic", settings.alerts_topic, False, read))
+    out += [
+        Grant(role, "group", prefix, True, ("READ",)) for role, prefix in GROUP_PREFIXES.items()
+    ]
+    return out
+
+
+_RESOURCE = {
+    "topic": ResourceType.TOPIC,
+    "group": ResourceType.GROUP,
+    "transactional_id": ResourceType.TRANSACTIONAL_ID,
+}
+
+
+def acl_bindings(settings: Settings) -> list[AclBinding]:
+    return [
+        AclBinding(
+            _RESOURCE[g.resource],
+            g.name,
+            ResourcePatternType.PREFIXED if g.prefixed else ResourcePatternType.LITERAL,
+            f"User:{settings.kafka_credentials(g.role)[0]}",
+            "*",
+            AclOperation[op],
+            AclPermissionType.ALLOW,
+        )
+        for g in grants(settings)
+        for op in g.operations
+    ]
+
+
+def ensure_principals(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create or update the SCRAM credential of every role but the operator's (bootstrapped
+    with the cluster) from settings: a rotated password takes effect here. Returns the users."""
+    if settings.kafka_security == "PLAINTEXT":
+        return []
+    users = [settings.kafka_credentials(r) for r in KAFKA_ROLES if r != "operator"]
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    upserts = [UserScramCredentialUpsertion(u, info, p.encode()) for u, p in users]
+    for fut in (
+        _admin(settings).alter_user_scram_credentials(upserts, request_timeout=timeout).values()
+    ):
+        fut.result()
+    return [u for u, _ in users]
+
+
+def ensure_acls(settings: Settings, timeout: float = 30.0) -> int:
+    """Create the deployment's ACLs (an existing one is left as it is); returns their count."""
+    if settings.kafka_security == "PLAINTEXT":
+        return 0
+    bindings = acl_bindings(settings)
+    for fut in _admin(settings).create_acls(bindings, request_timeout=timeout).values():
+        fut.result()
+    return len(bindings)
+
+
+def ensure_deployment(settings: Settings) -> list[str]:
+    """Everything a deployment needs on the cluster: its topics (the loader's dead-letter
+    topics too: the loader may not create topics), principals and ACLs. Returns topics created."""
+    created = ensure_topics(settings, deployment_topics(settings))
+    ensure_principals(settings)
+    ensure_acls(settings)
+    return created
+
+
+def missing_topics(settings: Settings, role: str, topics: list[str]) -> list[str]:
+    """Those of `topics` that `role` cannot see (absent, or no DESCRIBE for it)."""
+    seen = AdminClient(settings.kafka_config(role)).list_topics(timeout=30).topics
+    return [t for t in topics if t not in seen]

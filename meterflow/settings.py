@@ -57,7 +57,9 @@ class Settings:
     topic_partitions: int = field(default_factory=lambda: int(_env("METERFLOW_PARTITIONS", "2")))
     # SASL_SSL (SCRAM-SHA-512 over TLS, the local stack's default) or PLAINTEXT for a broker
     # without authentication; the CA that signed the brokers' certificates.
-    kafka_security: str = field(default_factory=lambda: _env("METERFLOW_KAFKA_SECURITY", "SASL_SSL"))
+    kafka_security: str = field(
+        default_factory=lambda: _env("METERFLOW_KAFKA_SECURITY", "SASL_SSL")
+    )
     kafka_ca: str = field(
         default_factory=lambda: _env("METERFLOW_KAFKA_CA", str(secrets_dir() / "ca.crt"))
     )
