@@ -41,7 +41,7 @@ def send_alerts(
     deser = AvroDeserializer(registry_client(settings))
     c = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **settings.kafka_config("alerts"),
             "group.id": group_id,
             "isolation.level": "read_committed",  # only alerts of completed checkpoints
             "auto.offset.reset": "earliest",

@@ -172,9 +172,8 @@ def ensure_principals(settings: Settings, timeout: float = 30.0) -> list[str]:
     users = [settings.kafka_credentials(r) for r in KAFKA_ROLES if r != "operator"]
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
     upserts = [UserScramCredentialUpsertion(u, info, p.encode()) for u, p in users]
-    for fut in (
-        _admin(settings).alter_user_scram_credentials(upserts, request_timeout=timeout).values()
-    ):
+    admin = _admin(settings)  # held until the futures resolve: a collected handle fails them
+    for fut in admin.alter_user_scram_credentials(upserts, request_timeout=timeout).values():
         fut.result()
     return [u for u, _ in users]
 
@@ -184,7 +183,8 @@ def ensure_acls(settings: Settings, timeout: float = 30.0) -> int:
     if settings.kafka_security == "PLAINTEXT":
         return 0
     bindings = acl_bindings(settings)
-    for fut in _admin(settings).create_acls(bindings, request_timeout=timeout).values():
+    admin = _admin(settings)
+    for fut in admin.create_acls(bindings, request_timeout=timeout).values():
         fut.result()
     return len(bindings)
 

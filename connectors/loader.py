@@ -562,7 +562,7 @@ class LoaderConfig:
 
 def consumer_config(settings: Settings, group_id: str) -> dict:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **settings.kafka_config("loader"),
         "group.id": group_id,
         "isolation.level": "read_committed",
         "enable.auto.commit": False,
@@ -596,7 +596,7 @@ class Loader:
         self.consumer = Consumer(consumer_config(settings, config.group_id))
         self.dlq = Producer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **settings.kafka_config("loader"),
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 5,
@@ -625,14 +625,20 @@ class Loader:
 
     def run(self) -> int:
         """Until stopped (or drained, with --once); returns the exit status."""
-        from connectors.kafka_admin import ensure_topics
+        from connectors.kafka_admin import missing_topics
 
         topics = sorted(self.routes)
         dlqs = [r.dlq_topic for r in self.routes.values()]
         too_long = [t for t in [*topics, *dlqs] if len(t) > KAFKA_TOPIC_MAX]
         if too_long:
             raise ValueError(f"topic names longer than Kafka's {KAFKA_TOPIC_MAX}: {too_long}")
-        ensure_topics(self.settings, [*topics, *dlqs])  # the broker does not auto-create
+        # the loader may not create topics (nor may the broker auto-create them)
+        missing = missing_topics(self.settings, "loader", [*topics, *dlqs])
+        if missing:
+            raise RuntimeError(
+                f"topics missing, or the loader's principal may not see them: {missing} "
+                "(`meterflow init` creates a deployment's topics and ACLs)"
+            )
         self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         ends = self._end_offsets(topics) if self.config.once else {}
         log.info("loading %s into %s", topics, self.settings.clickhouse_database)

@@ -26,7 +26,7 @@ def event_producer_config(settings: Settings, schema_version: int = 1) -> dict:
         conf={"auto.register.schemas": False},  # schemas are registered by `meterflow init`
     )
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **settings.kafka_config("producer"),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 20,
@@ -54,12 +54,13 @@ def produce_raw(
     settings: Settings,
     records: Iterable[tuple[bytes | None, bytes, int]],
     topic: str | None = None,
+    role: str = "producer",
 ) -> int:
     """Send pre-serialized (key, value, record timestamp ms) records in order to `topic` (the
-    events topic by default); wait for all."""
+    events topic by default) as `role`; wait for all."""
     producer = Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **settings.kafka_config(role),
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 20,

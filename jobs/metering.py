@@ -64,7 +64,7 @@ from jobs.rating_operator import (
     row_type,
 )
 from jobs.streaming.environment import JARS_DIR, LOOPBACK
-from jobs.streaming.sql import interval
+from jobs.streaming.sql import interval, kafka_options
 from meterflow.credits import DEFAULT_CREDITS_FILE
 from meterflow.decoding import Limits
 from meterflow.meters import DEFAULT_METERS_FILE, Aggregation, Meter, load_meters
@@ -202,7 +202,7 @@ def source_ddl(settings: Settings, opts: JobOptions) -> str:
     ) WITH (
         'connector' = 'kafka',
         'topic' = '{settings.events_topic}',
-        'properties.bootstrap.servers' = '{settings.kafka_bootstrap}',
+        {kafka_options(settings, "job")},
         'properties.group.id' = '{opts.group_id}',
         'properties.auto.offset.reset' = 'earliest',
         'properties.isolation.level' = 'read_committed',
@@ -620,7 +620,7 @@ def kafka_sink_ddl(
     CREATE TEMPORARY TABLE {name} ({columns}) WITH (
         'connector' = 'kafka',
         'topic' = '{topic}',
-        'properties.bootstrap.servers' = '{settings.kafka_bootstrap}',
+        {kafka_options(settings, "job")},
         'sink.delivery-guarantee' = 'exactly-once',
         'sink.transactional-id-prefix' = '{opts.group_id}-{name}',
         'properties.transaction.timeout.ms' = '900000',

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from connectors.kafka_admin import DLQ_MAX_MESSAGE_BYTES
 from jobs.streaming.options import JobOptions
-from jobs.streaming.sql import literal
+from jobs.streaming.sql import kafka_options, literal
 from meterflow.settings import REPO_ROOT, Settings
 
 EVENT_COLUMNS = (
@@ -124,7 +124,7 @@ def sink_ddl(sink: Sink, settings: Settings, opts: JobOptions) -> str:
     options = [
         f"'connector' = '{'upsert-kafka' if sink.primary_key else 'kafka'}'",
         f"'topic' = {literal(sink.topic)}",
-        f"'properties.bootstrap.servers' = {literal(settings.kafka_bootstrap)}",
+        kafka_options(settings, "job"),
         "'sink.delivery-guarantee' = 'exactly-once'",
         f"'sink.transactional-id-prefix' = {literal(f'{opts.group_id}-{sink.name}')}",
         # the broker's default maximum; a transaction spans one checkpoint interval

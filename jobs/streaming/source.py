@@ -12,7 +12,7 @@ per Kafka partition, and idle partitions do not hold it back.
 from __future__ import annotations
 
 from jobs.streaming.options import JobOptions
-from jobs.streaming.sql import interval, literal
+from jobs.streaming.sql import interval, kafka_options, literal
 from meterflow.decoding import Limits
 from meterflow.events import schema_text
 from meterflow.settings import Settings
@@ -82,7 +82,7 @@ def source_ddl(settings: Settings, opts: JobOptions) -> str:
     ) WITH (
         'connector' = 'kafka',
         'topic' = {literal(settings.events_topic)},
-        'properties.bootstrap.servers' = {literal(settings.kafka_bootstrap)},
+        {kafka_options(settings, "job")},
         'properties.group.id' = {literal(opts.group_id)},
         'properties.auto.offset.reset' = 'earliest',
         'properties.isolation.level' = 'read_committed',

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from meterflow.settings import Settings
+
 
 def literal(text: str) -> str:
     """`text` as a Flink SQL string literal. Data values (filter values, multiplier keys) are
@@ -18,6 +23,14 @@ def literal(text: str) -> str:
         else:
             out.append(f"\\+{ord(c):06X}")
     return "U&'" + "".join(out) + "'"
+
+
+def kafka_options(settings: Settings, role: str) -> str:
+    """The Kafka connector's `properties.*` options for a client acting as `role`: brokers and,
+    on a secured cluster, SCRAM over TLS (the password ends up in the job's plan, which only
+    the job's own user can read on a local cluster)."""
+    props = settings.kafka_java_properties(role)
+    return ",\n        ".join(f"'properties.{k}' = {literal(v)}" for k, v in props.items())
 
 
 def interval(seconds: int) -> str:

@@ -17,11 +17,11 @@ from meterflow.utc import parse_utc
 
 def cmd_init(settings: Settings, _args: argparse.Namespace) -> None:
     from connectors.clickhouse import migrate
-    from connectors.kafka_admin import ensure_topics
+    from connectors.kafka_admin import ensure_deployment
     from connectors.registry import register_alert_schema, register_event_schema
     from meterflow.events import schema_text
 
-    created = ensure_topics(settings, settings.all_topics)
+    created = ensure_deployment(settings)  # topics, principals, ACLs
     schema_id = register_event_schema(settings, schema_text(1))
     register_alert_schema(settings)
     applied = migrate(settings)
@@ -150,7 +150,7 @@ def cmd_replay(_settings: Settings, args: argparse.Namespace) -> None:
     assert start is not None and end is not None
     if end <= start:
         raise UserError(f"--to {args.end} is not after --from {args.start}")
-    group = args.group_id or f"replay-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}"
+    group = args.group_id or f"meterflow-metering-replay-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}"
     # Metering only: results are idempotent (ReplacingMergeTree keys), but rating needs the
     # whole period's state, so a partial replay would restate amounts wrongly. The close job
     # bills from stored events either way.
