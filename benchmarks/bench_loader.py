@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from benchmarks.bench_metering import baseline_copy, log
 from connectors.clickhouse import connect, migrate
-from connectors.kafka_admin import delete_topics, ensure_topics
+from connectors.kafka_admin import delete_topics, ensure_acls, ensure_topics
 from connectors.loader import Loader, LoaderConfig, debezium_row, json_row, routes
 from connectors.producer import produce_raw
 from meterflow.settings import Settings
@@ -59,7 +59,8 @@ class TimedLoader(Loader):
 def loader_run(settings: Settings, max_rows: int) -> tuple[float, float]:
     """(rows/s from the first message to the last commit, wall seconds incl. start-up)."""
     migrate(settings)
-    cfg = LoaderConfig(group_id=f"bench-{uuid.uuid4().hex[:8]}", once=True, max_rows=max_rows)
+    group = f"meterflow-loader-bench-{uuid.uuid4().hex[:8]}"
+    cfg = LoaderConfig(group_id=group, once=True, max_rows=max_rows)
     loader = TimedLoader(settings, cfg, CollectorRegistry())
     t0 = time.monotonic()
     loader.run()
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     topic = next(r.topic for r in routes(base) if r.table == "events")
     loader_topics = [t for r in routes(base) for t in (r.topic, r.dlq_topic)]
     ensure_topics(base, loader_topics)
+    ensure_acls(base)  # the loader runs as its own principal
     dbs: list[str] = []
     try:
         t0 = time.monotonic()

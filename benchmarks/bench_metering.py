@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, Producer
 
 from benchmarks.process_stats import TreeCpu, stack_pids, tree_rss_mib
 from connectors.clickhouse import connect, migrate
-from connectors.kafka_admin import delete_topics, ensure_topics
+from connectors.kafka_admin import delete_deployment, ensure_deployment
 from connectors.producer import produce_raw
 from connectors.registry import register_event_schema
 from meterflow.events import UsageEvent, schema_text
@@ -65,7 +65,7 @@ def baseline_copy(settings: Settings, db: str, total: int) -> tuple[float, dict[
     )
     c = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **settings.kafka_config("operator"),
             "group.id": f"bench-copy-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -95,7 +95,7 @@ def decode_ceiling(settings: Settings) -> tuple[float, float]:
     records/s sustained and the Flink process's CPU µs per record."""
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.decode_ceiling", "--topic", settings.events_topic,
-         "--group-id", f"ceiling-{uuid.uuid4().hex[:8]}"],
+         "--group-id", f"meterflow-metering-ceiling-{uuid.uuid4().hex[:8]}"],
         cwd=REPO_ROOT, check=True, capture_output=True, text=True,
     )  # fmt: skip
     line = next(x for x in done.stdout.splitlines() if x.startswith("samples"))
@@ -198,7 +198,8 @@ def start_loader(settings: Settings, group: str) -> subprocess.Popen | None:
     if ENGINE["name"] != "jvm":
         return None
     return subprocess.Popen(
-        [sys.executable, "-m", "meterflow.cli", "load", "--group-id", f"{group}-load",
+        [sys.executable, "-m", "meterflow.cli", "load", "--group-id",
+         group.replace("metering", "loader"),
          "--metrics-port", "0"],
         cwd=REPO_ROOT, env=job_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -238,7 +239,7 @@ def job_run(settings: Settings, expected: int, tmp: str) -> JobRun:
     migrate(settings)
     ch = connect(settings)
     db = settings.clickhouse_database
-    group = f"bench-{uuid.uuid4().hex[:8]}"
+    group = f"meterflow-metering-bench-{uuid.uuid4().hex[:8]}"
     cmd = job_cmd(group, tmp, "--bounded")
     loader = start_loader(settings, group)
     t0 = time.monotonic()
@@ -299,7 +300,7 @@ def latency(settings: Settings, seconds: int, rate: int, tmp: str, warmup: int) 
         stderr=subprocess.DEVNULL,
     )
     loader = start_loader(settings, f"bench-lat-{uuid.uuid4().hex[:8]}")
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+    producer = Producer({**settings.kafka_config("operator"), "linger.ms": 5})
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     stop = threading.Event()
@@ -380,7 +381,7 @@ def measured_latency(
     lat = replace(
         base, events_topic=f"bench-lat-{run_id}", clickhouse_database=f"bench_{run_id}_lat"
     )
-    ensure_topics(lat, lat.all_topics)
+    ensure_deployment(lat)
     register_event_schema(lat, schema_text(1))
     dbs.append(lat.clickhouse_database)
     try:
@@ -388,7 +389,7 @@ def measured_latency(
             latency(lat, a.latency_seconds, a.latency_rate, tmp + "-lat", a.latency_warmup)
         )
     finally:
-        delete_topics(lat, lat.all_topics)
+        delete_deployment(lat)
 
 
 def _latency_line(q: list[float], a: argparse.Namespace) -> str:
@@ -436,7 +437,7 @@ def main(argv: list[str] | None = None) -> None:
     run_id = uuid.uuid4().hex[:8]
     base = replace(Settings(), events_topic=f"bench-{run_id}")
     tmp = str(REPO_ROOT / "var" / "bench" / run_id)
-    ensure_topics(base, base.all_topics)
+    ensure_deployment(base)
     register_event_schema(base, schema_text(1))
     dbs: list[str] = []
     copies = [base]
@@ -455,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
         if a.engine == "jvm":
             for r in range(1, a.runs):
                 copy = replace(base, events_topic=f"{base.events_topic}-r{r}")
-                ensure_topics(copy, copy.all_topics)
+                ensure_deployment(copy)
                 register_event_schema(copy, schema_text(1))
                 produce_raw(copy, [(x.key, x.value, x.timestamp_ms) for x in records])
                 copies.append(copy)
@@ -546,7 +547,7 @@ def main(argv: list[str] | None = None) -> None:
         for db in dbs:
             ch.execute(f"DROP DATABASE IF EXISTS {db}")
         for copy in copies:
-            delete_topics(copy, copy.all_topics)
+            delete_deployment(copy)
 
 
 if __name__ == "__main__":

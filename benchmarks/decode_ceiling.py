@@ -36,7 +36,7 @@ REST_PORT = 8091
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--topic", required=True)
-    p.add_argument("--group-id", default="decode-ceiling")
+    p.add_argument("--group-id", default="meterflow-metering-decode-ceiling")
     a = p.parse_args(argv)
     os.environ["METERFLOW_FLINK_REST_PORT"] = str(REST_PORT)
     settings = replace(Settings(), events_topic=a.topic)

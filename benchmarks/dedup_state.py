@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from connectors.clickhouse import connect, migrate
-from connectors.kafka_admin import delete_topics, ensure_topics
+from connectors.kafka_admin import delete_deployment, ensure_deployment
 from connectors.producer import produce_raw
 from connectors.registry import register_event_schema
 from meterflow.events import UsageEvent, schema_text
@@ -32,7 +32,7 @@ from meterflow.testing.scenario import encode
 def checkpoint_bytes(n: int, base: Settings, workdir: Path) -> int:
     run = uuid.uuid4().hex[:8]
     s = replace(base, events_topic=f"dedup-{run}", clickhouse_database=f"dedup_{run}")
-    ensure_topics(s, s.all_topics)
+    ensure_deployment(s)
     register_event_schema(s, schema_text(1))
     migrate(s)
     # one customer, one minute: the window state is tiny and identical for every n
@@ -59,7 +59,7 @@ def checkpoint_bytes(n: int, base: Settings, workdir: Path) -> int:
             "-m",
             "jobs.metering",
             "--group-id",
-            run,
+            f"meterflow-metering-{run}",
             "--checkpoint-dir",
             str(cp),
             "--checkpoint-interval",
@@ -98,7 +98,7 @@ def checkpoint_bytes(n: int, base: Settings, workdir: Path) -> int:
         proc.kill()
         proc.wait()
         ch.execute(f"DROP DATABASE IF EXISTS {s.clickhouse_database}")
-        delete_topics(s, s.all_topics)
+        delete_deployment(s)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from benchmarks.bench_metering import bench_scenario, jvm_rating_args, write_subscriptions
 from connectors.clickhouse import connect, migrate
-from connectors.kafka_admin import delete_topics, ensure_topics
+from connectors.kafka_admin import delete_deployment, ensure_deployment
 from connectors.producer import produce_raw
 from connectors.registry import register_event_schema
 from meterflow.events import schema_text
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     s = replace(
         Settings(), events_topic=f"profile-{run_id}", clickhouse_database=f"profile_{run_id}"
     )
-    ensure_topics(s, s.all_topics)
+    ensure_deployment(s)
     register_event_schema(s, schema_text(1))
     migrate(s)
     env = {
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         produce_raw(s, [(r.key, r.value, r.timestamp_ms) for r in sc.records])
         rating = jvm_rating_args(a.no_rating)
         cmd = [
-            sys.executable, "-m", "jobs.streaming", "--bounded", "--group-id", f"p-{run_id}",
+            sys.executable, "-m", "jobs.streaming", "--bounded", "--group-id",
+            f"meterflow-metering-p-{run_id}",
             "--checkpoint-dir", str(REPO_ROOT / "var" / "profile" / run_id),
             "--meters", str(SCENARIO_METERS), *rating,
         ]  # fmt: skip
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"job failed ({job.returncode})")
         t0 = time.monotonic()
         subprocess.run(
-            [sys.executable, "-m", "meterflow.cli", "load", "--once", "--group-id", f"l-{run_id}"],
+            [sys.executable, "-m", "meterflow.cli", "load", "--once", "--group-id",
+             f"meterflow-loader-l-{run_id}"],
             cwd=REPO_ROOT, env=env, check=True, capture_output=True,
         )  # fmt: skip
         load_s = time.monotonic() - t0
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         for busy, bp, name in sorted(rows, reverse=True):
             print(f"{busy:10.0f} {bp:14.0f}  {name[:160]}")
     finally:
-        delete_topics(s, s.all_topics)
+        delete_deployment(s)
         connect(s).execute(f"DROP DATABASE IF EXISTS {s.clickhouse_database}")
 
 

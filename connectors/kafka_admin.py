@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 from confluent_kafka.admin import (
     AclBinding,
+    AclBindingFilter,
     AclOperation,
     AclPermissionType,
     AdminClient,
@@ -202,3 +203,22 @@ def missing_topics(settings: Settings, role: str, topics: list[str]) -> list[str
     """Those of `topics` that `role` cannot see (absent, or no DESCRIBE for it)."""
     seen = AdminClient(settings.kafka_config(role)).list_topics(timeout=30).topics
     return [t for t in topics if t not in seen]
+
+
+def delete_deployment(settings: Settings) -> None:
+    """Remove what `ensure_deployment` made for these settings: topics and topic ACLs (the
+    group and transactional-id grants are shared by every deployment of the cluster)."""
+    delete_topics(settings, deployment_topics(settings))
+    if settings.kafka_security == "PLAINTEXT":
+        return
+    filters = [
+        AclBindingFilter(
+            b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation,
+            b.permission_type,
+        )
+        for b in acl_bindings(settings)
+        if b.restype == ResourceType.TOPIC
+    ]  # fmt: skip
+    admin = _admin(settings)
+    for fut in admin.delete_acls(filters, request_timeout=30).values():
+        fut.result()

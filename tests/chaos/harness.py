@@ -222,7 +222,7 @@ class Pipeline:
     def __init__(self, scratch: Scratch, plan: Plan) -> None:
         self.s = scratch
         self.plan = plan
-        self.group = f"chaos-{scratch.run_id}"
+        self.group = f"meterflow-metering-chaos-{scratch.run_id}"
         self.supervisor: subprocess.Popen | None = None
         self.loader: subprocess.Popen | None = None
         self.clients = [
@@ -247,7 +247,8 @@ class Pipeline:
     def start_loader(self) -> None:
         self.loader = self._popen(
             "loader",
-            [sys.executable, "-m", "meterflow.cli", "load", "--group-id", f"{self.group}-load",
+            [sys.executable, "-m", "meterflow.cli", "load", "--group-id",
+             self.group.replace("metering", "loader"),
              "--metrics-port", "0"],
         )  # fmt: skip
 

@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connectors.clickhouse import connect, migrate
-from connectors.kafka_admin import delete_topics, ensure_topics
+from connectors.kafka_admin import delete_deployment, ensure_deployment
 from connectors.registry import client as registry_client
 from connectors.registry import register_event_schema
 from meterflow.events import schema_text
@@ -37,7 +37,7 @@ JOB_TIMEOUT_S = 300
 def _check_stack(settings: Settings) -> None:
     problems = []
     try:
-        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=5)
+        AdminClient({**settings.kafka_config("operator")}).list_topics(timeout=5)
     except Exception as exc:  # the exact error is what the reader needs
         problems.append(f"kafka at {settings.kafka_bootstrap}: {exc}")
     try:
@@ -83,7 +83,7 @@ class Scratch:
             "-m",
             module,
             "--group-id",
-            group_id or f"it-{self.run_id}",
+            group_id or f"meterflow-metering-it-{self.run_id}",
             "--checkpoint-dir",
             str(self.checkpoints),
             *args,
@@ -106,7 +106,7 @@ class Scratch:
         if module == "jobs.streaming":
             load = subprocess.run(
                 [sys.executable, "-m", "meterflow.cli", "load", "--once", "--group-id",
-                 f"load-once-{self.run_id}", "--metrics-port", "0"],
+                 f"meterflow-loader-once-{self.run_id}", "--metrics-port", "0"],
                 cwd=REPO_ROOT, env=self.env(), capture_output=True, text=True,
                 timeout=JOB_TIMEOUT_S,
             )  # fmt: skip
@@ -137,7 +137,8 @@ class Scratch:
         """`meterflow load` running (unbounded) beside the JVM job, stopped at the end."""
         log = open(self.checkpoints / f"loader-{time.time_ns()}.log", "w")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "meterflow.cli", "load", "--group-id", f"load-{self.run_id}",
+            [sys.executable, "-m", "meterflow.cli", "load", "--group-id",
+             f"meterflow-loader-it-{self.run_id}",
              "--metrics-port", "0"],
             cwd=REPO_ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -163,7 +164,7 @@ class Scratch:
         end offsets, or after `quiet_s` without progress (an open transaction holds the end)."""
         c = Consumer(
             {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
+                **self.settings.kafka_config("operator"),
                 "group.id": f"check-{self.run_id}-{topic}",
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
@@ -238,7 +239,7 @@ def kill_job(job: subprocess.Popen) -> None:
 def make_scratch(base: Settings, tmp: Path) -> Iterator[Scratch]:
     run_id = uuid.uuid4().hex[:10]
     settings = replace(base, events_topic=f"it-events-{run_id}", clickhouse_database=f"it_{run_id}")
-    ensure_topics(settings, settings.all_topics)
+    ensure_deployment(settings)
     register_event_schema(settings, schema_text(1))
     migrate(settings)
     try:
@@ -246,7 +247,7 @@ def make_scratch(base: Settings, tmp: Path) -> Iterator[Scratch]:
     finally:
         if not os.environ.get("METERFLOW_KEEP_SCRATCH"):  # set it to inspect a failed run's data
             connect(settings).execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
-            delete_topics(settings, settings.all_topics)
+            delete_deployment(settings)
             reg = registry_client(settings)
             reg.delete_subject(settings.events_subject, permanent=False)
             if settings.alerts_subject in reg.get_subjects():  # only once an alert fired

@@ -462,7 +462,14 @@ def start_loader(scratch: Scratch) -> subprocess.Popen:
         pytest.fail(f"127.0.0.1:{LOADER_PORT} is taken (a loader already running?)")
     log = open(scratch.checkpoints / "loader.log", "w")  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "meterflow.cli", "load", "--group-id", f"it-load-{scratch.run_id}"],
+        [
+            sys.executable,
+            "-m",
+            "meterflow.cli",
+            "load",
+            "--group-id",
+            f"meterflow-loader-it-{scratch.run_id}",
+        ],
         cwd=REPO_ROOT,
         env={**scratch.env(), "METERFLOW_LOADER_PORT": str(LOADER_PORT)},
         stdout=log,

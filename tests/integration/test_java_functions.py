@@ -25,6 +25,7 @@ from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
 from connectors.kafka_admin import delete_topics, ensure_topics
 from connectors.registry import client as registry_client
 from jobs.streaming.environment import JARS_DIR, LOOPBACK
+from jobs.streaming.sql import kafka_options
 from meterflow.events import schema_text
 from meterflow.settings import REPO_ROOT, Settings
 
@@ -201,7 +202,7 @@ def test_decode_confluent_avro_matches_the_vectors_from_kafka(
             if text not in real_ids:
                 real_ids[text] = register(settings, run, text)
 
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "message.max.bytes": 2**21})
+    producer = Producer({**settings.kafka_config("operator"), "message.max.bytes": 2**21})
     expected_ids: list[int | None] = []
     for v in vectors:
         payload = None if v["payload_hex"] is None else bytes.fromhex(v["payload_hex"])
@@ -224,7 +225,7 @@ def test_decode_confluent_avro_matches_the_vectors_from_kafka(
         ) WITH (
             'connector' = 'kafka',
             'topic' = '{topic}',
-            'properties.bootstrap.servers' = '{settings.kafka_bootstrap}',
+            {kafka_options(settings, "operator")},
             'properties.group.id' = 'it-jvm-{run}',
             'scan.startup.mode' = 'earliest-offset',
             'scan.bounded.mode' = 'latest-offset',

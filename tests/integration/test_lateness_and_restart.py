@@ -175,7 +175,7 @@ def test_killed_job_restored_from_checkpoint_matches_uninterrupted_run(
     job = scratch.start_job(*JOB_ARGS, module=engine)
     try:
         _produce(scratch, records[:cut])
-        group_dir = scratch.checkpoints / f"it-{scratch.run_id}"
+        group_dir = scratch.checkpoints / f"meterflow-metering-it-{scratch.run_id}"
         scratch.wait_for(
             "a completed checkpoint", lambda: any(group_dir.glob("*/chk-*/_metadata")), job=job
         )

@@ -54,9 +54,7 @@ def encode(row: dict) -> bytes:
 
 
 def txn_producer(settings: Settings, name: str) -> Producer:
-    p = Producer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "transactional.id": name, "linger.ms": 5}
-    )
+    p = Producer({**settings.kafka_config("operator"), "transactional.id": name, "linger.ms": 5})
     p.init_transactions(30)
     return p
 
@@ -116,7 +114,7 @@ def expected(rows: list[dict]) -> list[tuple]:
 
 
 def committed(settings: Settings, group: str, topic: str) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    c = Consumer({**settings.kafka_config("operator"), "group.id": group})
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         tps = c.committed([TopicPartition(topic, p) for p in parts], timeout=10)
@@ -126,7 +124,7 @@ def committed(settings: Settings, group: str, topic: str) -> dict[int, int]:
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "ends"})
+    c = Consumer({**settings.kafka_config("operator"), "group.id": "ends"})
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
@@ -146,7 +144,7 @@ def test_committed_transactions_load_exactly_and_aborted_ones_never(loading):
     produce_txn(p, s.accepted_topic, [encode(r) for r in aborted_rows], commit=False)
     produce_txn(p, s.accepted_topic, [encode(r) for r in committed_rows[150:]])
 
-    group = f"loader-{loading.run_id}"
+    group = f"meterflow-loader-it-{loading.run_id}"
     metrics = load_once(loading, group)
     assert stored_events(loading) == expected(committed_rows)
     assert (
@@ -248,7 +246,7 @@ def stop_loader(loader: LoaderProc) -> None:
 
 def test_clickhouse_outage_waits_without_committing_then_catches_up(loading):
     s = loading.settings
-    group = f"loader-{loading.run_id}"
+    group = f"meterflow-loader-it-{loading.run_id}"
     loader = start_loader(loading, group)
     traffic = Traffic(s, f"it-{loading.run_id}", per_txn=200, pause_s=0.2)
     restarted = False
@@ -293,7 +291,7 @@ def test_clickhouse_outage_waits_without_committing_then_catches_up(loading):
 
 def test_kill_9_mid_stream_and_restart_loads_every_row_exactly_once(loading):
     s = loading.settings
-    group = f"loader-{loading.run_id}"
+    group = f"meterflow-loader-it-{loading.run_id}"
     loader = start_loader(loading, group)
     traffic = Traffic(s, f"it-{loading.run_id}", per_txn=250, pause_s=0.1)
     try:
@@ -333,12 +331,12 @@ def test_malformed_rows_are_dead_lettered_and_the_rest_loaded(loading):
     values = [encode(r) for r in good[:10]]
     values += list(bad.values())[:2] + [encode(r) for r in good[10:30]]
     values += list(bad.values())[2:] + [encode(r) for r in good[30:]]
-    p = Producer({"bootstrap.servers": s.kafka_bootstrap})
+    p = Producer({**s.kafka_config("operator")})
     for v in values:
         p.produce(s.accepted_topic, v, partition=0)
     p.flush(30)
 
-    metrics = load_once(loading, f"loader-{loading.run_id}")
+    metrics = load_once(loading, f"meterflow-loader-it-{loading.run_id}")
     assert stored_events(loading) == expected(good)
     dlq_topic = next(r.dlq_topic for r in routes(s) if r.table == "events")
     letters = [json.loads(m.value()) for m in loading.topic_records(dlq_topic)]
@@ -400,7 +398,7 @@ def test_the_changelog_route_keeps_the_newest_revision(loading):
     p = txn_producer(s, f"it-{loading.run_id}")
     produce_txn(p, s.windows_topic, values)
 
-    metrics = load_once(loading, f"loader-{loading.run_id}")
+    metrics = load_once(loading, f"meterflow-loader-it-{loading.run_id}")
     got = loading.query(
         "SELECT customer_id, window_start, revision, event_count, toString(quantity) "
         "FROM {db}.usage_windows FINAL ORDER BY customer_id"

@@ -51,7 +51,7 @@ def test_events_round_trip_through_kafka_in_confluent_wire_format(scratch):
 
     consumer = Consumer(
         {
-            "bootstrap.servers": s.kafka_bootstrap,
+            **s.kafka_config("operator"),
             "group.id": f"rt-{scratch.run_id}",
             "auto.offset.reset": "earliest",
         }

@@ -96,9 +96,7 @@ class Broker:
     def serves(self, topic: str) -> bool:
         try:
             # log_level 0: "connection refused" while it boots is the expected answer, not news
-            admin = AdminClient(
-                {"bootstrap.servers": self.settings.kafka_bootstrap, "log_level": 0}
-            )
+            admin = AdminClient({**self.settings.kafka_config("operator"), "log_level": 0})
             md = admin.list_topics(topic, timeout=2)
         except Exception:
             return False

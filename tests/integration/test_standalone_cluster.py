@@ -84,7 +84,7 @@ def run(request, cluster, base_settings, tmp_path_factory):
 def _submit(scratch: Scratch, script: Path, engine: str):
     sc = generate(ScenarioConfig(seed=5, start=_start(), events=600, malformed_per_kind=1))
     produce_raw(scratch.settings, [(r.key, r.value, r.timestamp_ms) for r in sc.records])
-    group_id = f"it-cluster-{scratch.run_id}"
+    group_id = f"meterflow-metering-cluster-{scratch.run_id}"
     cmd = submit_cmd(
         f"127.0.0.1:{REST_PORT}",
         ["--bounded", "--meters", str(METERS), "--prices", "none", "--group-id", group_id,
@@ -100,7 +100,7 @@ def _submit(scratch: Scratch, script: Path, engine: str):
     if engine == "jvm" and submit.returncode == 0:
         load = subprocess.run(
             [sys.executable, "-m", "meterflow.cli", "load", "--once", "--metrics-port", "0",
-             "--group-id", f"load-{scratch.run_id}"],
+             "--group-id", f"meterflow-loader-cluster-{scratch.run_id}"],
             cwd=REPO_ROOT, env=scratch.env(), capture_output=True, text=True,
             timeout=SUBMIT_TIMEOUT_S,
         )  # fmt: skip

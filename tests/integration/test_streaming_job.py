@@ -47,7 +47,7 @@ def run(module_scratch):
     job = subprocess.run(
         [sys.executable, "-m", "jobs.streaming", "--bounded", "--meters", str(METERS),
          "--prices", str(PRICES), "--subscriptions", str(SUBSCRIPTIONS),
-         "--group-id", f"it-{s.run_id}", "--checkpoint-dir", str(s.checkpoints)],
+         "--group-id", f"meterflow-metering-it-{s.run_id}", "--checkpoint-dir", str(s.checkpoints)],
         cwd=REPO_ROOT, env=s.env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert job.returncode == 0, job.stderr[-4000:]
@@ -160,7 +160,8 @@ def test_inputs_accepted_late_and_dead_letters_are_metrics_of_their_own(scratch)
     port = free_port()
     job = subprocess.Popen(
         [sys.executable, "-m", "jobs.streaming", "--meters", str(METERS), "--prices", "none",
-         "--group-id", f"it-{scratch.run_id}", "--checkpoint-dir", str(scratch.checkpoints)],
+         "--group-id",
+         f"meterflow-metering-it-{scratch.run_id}", "--checkpoint-dir", str(scratch.checkpoints)],
         cwd=REPO_ROOT, env={**scratch.env(), "FLINK_PROM_PORTS": str(port)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip

@@ -67,7 +67,7 @@ def test_known_events_become_exact_usage_rows_and_rewrites_do_not_double_count(s
 
     # Replay the whole topic with a fresh consumer group: every window is written again.
     second_run_start = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
-    scratch.run_job("--meters", METERS, group_id=f"it-{scratch.run_id}-replay")
+    scratch.run_job("--meters", METERS, group_id=f"meterflow-metering-it-{scratch.run_id}-replay")
     assert _as_tuples(read_windows(ch, s.clickhouse_database)) == expected
     rewritten = ch.execute(
         f"SELECT count(), min(written_at) FROM {s.clickhouse_database}.usage_windows FINAL"
