@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from meterflow.settings import KAFKA_ROLES
+
+
+@pytest.fixture(autouse=True)
+def unit_secrets(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Unit tests never read the local stack's var/secrets: every principal gets a made-up
+    password (`pw-<name>`) in a directory of the test's own."""
+    d = tmp_path_factory.mktemp("secrets")
+    for role in KAFKA_ROLES:
+        (d / f"kafka-{role}").write_text(f"pw-kafka-{role}\n")
+    monkeypatch.setenv("METERFLOW_SECRETS", str(d))
+    yield d
 
 
 @pytest.fixture
