@@ -30,6 +30,7 @@ from meterflow.meters import load_meters
 from meterflow.price_book import load_price_book
 from meterflow.settings import REPO_ROOT, Settings
 from meterflow.subscriptions import Anchor, Subscription
+from meterflow.testing.clickhouse_users import use_scratch_users
 
 PERIOD_START = datetime(2026, 10, 1, tzinfo=UTC)
 AS_OF = datetime(2026, 11, 3, tzinfo=UTC)  # after every October period + 24 h grace
@@ -110,7 +111,10 @@ def read_only(settings: Settings) -> tuple[float, int]:
     n = sum(
         1
         for _ in ledger.stored_events(
-            connect(settings, db), db, PERIOD_START, PERIOD_START + timedelta(days=31)
+            connect(settings, db, role="reader"),
+            db,
+            PERIOD_START,
+            PERIOD_START + timedelta(days=31),
         )
     )
     return time.perf_counter() - t, n
@@ -122,9 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--events-per-sub", type=int, default=10)
     p.add_argument("--runs", type=int, default=3)
     a = p.parse_args(argv)
+    use_scratch_users()  # the close runs here, in databases of this benchmark
     base = Settings()
     source = replace(base, clickhouse_database="bench_close_src")
-    ch = connect(base)
+    ch = connect(base, role="migrate")
     ch.execute(f"DROP DATABASE IF EXISTS {source.clickhouse_database}")
     migrate(source)
     cat = catalog(a.subscriptions)

@@ -23,6 +23,7 @@ from connectors.kafka_admin import delete_topics, ensure_acls, ensure_topics
 from connectors.loader import Loader, LoaderConfig, debezium_row, json_row, routes
 from connectors.producer import produce_raw
 from meterflow.settings import Settings
+from meterflow.testing.clickhouse_users import use_scratch_users
 
 T0_MS = 1_767_323_045_000
 
@@ -65,7 +66,8 @@ def loader_run(settings: Settings, max_rows: int) -> tuple[float, float]:
     t0 = time.monotonic()
     loader.run()
     end = time.monotonic()
-    n = connect(settings).execute(f"SELECT count() FROM {settings.clickhouse_database}.events")
+    db = settings.clickhouse_database
+    n = connect(settings, db, role="reader").execute(f"SELECT count() FROM {db}.events")
     rows = n[0][0]
     return rows / (end - (loader.first or t0)), end - t0
 
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-rows", type=int, default=50_000, help="loader batch size")
     p.add_argument("--no-baseline", action="store_true")
     a = p.parse_args(argv)
+    use_scratch_users()  # the loader runs here, in databases of this benchmark
 
     run_id = uuid.uuid4().hex[:8]
     base = replace(Settings(), events_topic=f"bench-load-{run_id}")
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, us in costs.items():
             print(f"{name:<50} {us:6.2f} µs/row")
     finally:
-        ch = connect(base)
+        ch = connect(base, role="migrate")
         for db in dbs:
             ch.execute(f"DROP DATABASE IF EXISTS {db}")
         delete_topics(base, loader_topics)

@@ -33,6 +33,7 @@ from connectors.producer import produce_raw
 from connectors.registry import register_event_schema
 from meterflow.events import UsageEvent, schema_text
 from meterflow.settings import REPO_ROOT, Settings
+from meterflow.testing.clickhouse_users import use_scratch_users
 from meterflow.testing.scenario import (
     SCENARIO_METERS,
     Scenario,
@@ -57,7 +58,7 @@ def baseline_copy(settings: Settings, db: str, total: int) -> tuple[float, dict[
     """Consume the topic from the start and INSERT raw records in batches; rows/s and CPU µs
     per record by process (this one, the broker, ClickHouse)."""
     cpus = {k: TreeCpu(p) for k, p in {"copy": os.getpid(), **stack_pids()}.items()}
-    ch = connect(settings)
+    ch = connect(settings, role="migrate")
     ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
     ch.execute(
         f"CREATE TABLE {db}.copy (kafka_partition UInt32, kafka_offset UInt64, "
@@ -237,8 +238,8 @@ class JobRun:
 def job_run(settings: Settings, expected: int, tmp: str) -> JobRun:
     """Run the bounded job; its sustained rate, wall time and peak memory."""
     migrate(settings)
-    ch = connect(settings)
     db = settings.clickhouse_database
+    ch = connect(settings, db, role="reader")
     group = f"meterflow-metering-bench-{uuid.uuid4().hex[:8]}"
     cmd = job_cmd(group, tmp, "--bounded")
     loader = start_loader(settings, group)
@@ -289,8 +290,8 @@ def latency(settings: Settings, seconds: int, rate: int, tmp: str, warmup: int) 
     every 100th event is a probe whose arrival in ClickHouse is polled every 50 ms. Returns
     probe latencies in seconds."""
     migrate(settings)
-    ch = connect(settings)
     db = settings.clickhouse_database
+    ch = connect(settings, db, role="reader")
     cmd = job_cmd(f"bench-lat-{uuid.uuid4().hex[:8]}", tmp)
     proc = subprocess.Popen(
         cmd,
@@ -429,6 +430,7 @@ def main(argv: list[str] | None = None) -> None:
         help="jobs/metering.py, or jobs/streaming + meterflow load",
     )
     a = p.parse_args(argv)
+    use_scratch_users()  # the job and the loader run in databases of this benchmark
     ENGINE["name"] = a.engine
     write_subscriptions()
     JVM_RATING[:] = jvm_rating_args(a.no_rating)
@@ -543,7 +545,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{'met' if mj >= 100_000 and mj >= 0.5 * mb else 'NOT met'}"
         )
     finally:
-        ch = connect(base)
+        ch = connect(base, role="migrate")
         for db in dbs:
             ch.execute(f"DROP DATABASE IF EXISTS {db}")
         for copy in copies:

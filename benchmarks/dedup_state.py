@@ -26,6 +26,7 @@ from connectors.producer import produce_raw
 from connectors.registry import register_event_schema
 from meterflow.events import UsageEvent, schema_text
 from meterflow.settings import REPO_ROOT, Settings
+from meterflow.testing.clickhouse_users import use_scratch_users
 from meterflow.testing.scenario import encode
 
 
@@ -72,7 +73,7 @@ def checkpoint_bytes(n: int, base: Settings, workdir: Path) -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    ch = connect(s)
+    ch = connect(s, s.clickhouse_database, role="reader")
     try:
         deadline = time.monotonic() + 900
         while ch.execute(f"SELECT count() FROM {s.clickhouse_database}.events")[0][0] < n:
@@ -105,6 +106,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--ids", type=int, nargs=2, default=[100_000, 300_000])
     a = p.parse_args()
+    use_scratch_users()  # the job runs in databases of this benchmark
     work = REPO_ROOT / "var" / "dedup-state"
     n1, n2 = a.ids
     b1 = checkpoint_bytes(n1, Settings(), work)

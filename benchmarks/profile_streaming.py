@@ -30,6 +30,7 @@ from connectors.producer import produce_raw
 from connectors.registry import register_event_schema
 from meterflow.events import schema_text
 from meterflow.settings import REPO_ROOT, Settings
+from meterflow.testing.clickhouse_users import use_scratch_users
 from meterflow.testing.scenario import SCENARIO_METERS
 
 REST_PORT = 8089
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--events", type=int, default=300_000)
     p.add_argument("--no-rating", action="store_true")
     a = p.parse_args(argv)
+    use_scratch_users()  # the job and the loader run in a database of this profile
     write_subscriptions()
     run_id = uuid.uuid4().hex[:8]
     # its own topics and database: the default ones belong to `make run` and the stack's loader
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{busy:10.0f} {bp:14.0f}  {name[:160]}")
     finally:
         delete_deployment(s)
-        connect(s).execute(f"DROP DATABASE IF EXISTS {s.clickhouse_database}")
+        connect(s, role="migrate").execute(f"DROP DATABASE IF EXISTS {s.clickhouse_database}")
 
 
 if __name__ == "__main__":

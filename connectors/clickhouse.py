@@ -18,11 +18,17 @@ from meterflow.settings import Settings
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-def connect(settings: Settings, database: str | None = "default") -> Client:
+def connect(settings: Settings, database: str | None = "default", *, role: str) -> Client:
+    """A client acting as the ClickHouse user of `role` (meterflow.settings.CLICKHOUSE_USERS).
+    A user limited to some databases is refused a session in any other, "default" included:
+    pass the database it works in."""
+    user, password = settings.clickhouse_credentials(role)
     return Client(
         host=settings.clickhouse_host,
         port=settings.clickhouse_port,
         database=database or "default",
+        user=user,
+        password=password,
         settings={"use_numpy": False},
     )
 
@@ -56,7 +62,7 @@ def migrate(settings: Settings) -> list[str]:
     """Apply pending migrations in order; return the names applied. Safe to run concurrently-ish
     from one operator at a time (the DDL itself is IF NOT EXISTS)."""
     db = settings.clickhouse_database
-    ch = connect(settings)
+    ch = connect(settings, role="migrate")
     ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
     ch.execute(
         f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "

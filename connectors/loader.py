@@ -368,8 +368,13 @@ def classify(status: int, body: bytes) -> Exception | None:
 class ClickHouseHttp:
     """One keep-alive HTTP connection to ClickHouse; inserts JSONEachRow bodies."""
 
-    def __init__(self, host: str, port: int, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, host: str, port: int, user: str, password: str, timeout_s: float = 120.0
+    ) -> None:
         self.host, self.port, self.timeout_s = host, port, timeout_s
+        # Basic auth, not the URL's user/password parameters: URLs end up in logs
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._headers = {"Content-Type": "text/plain", "Authorization": f"Basic {token}"}
         self._conn: http.client.HTTPConnection | None = None
 
     def insert(self, db: str, table: str, columns: Sequence[str], rows: Sequence[bytes]) -> None:
@@ -391,7 +396,7 @@ class ClickHouseHttp:
         if self._conn is None:
             self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
         try:
-            self._conn.request("POST", path, body=body, headers={"Content-Type": "text/plain"})
+            self._conn.request("POST", path, body=body, headers=self._headers)
             resp = self._conn.getresponse()
         except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
             if not reused:
@@ -411,7 +416,8 @@ class ClickHouseHttp:
 def clickhouse_http(settings: Settings) -> ClickHouseHttp:
     # Settings knows the native port only; the HTTP port comes from infra/ports.env's variable.
     port = int(os.environ.get("CLICKHOUSE_HTTP_PORT", "8123"))
-    return ClickHouseHttp(settings.clickhouse_host, port)
+    user, password = settings.clickhouse_credentials("loader")
+    return ClickHouseHttp(settings.clickhouse_host, port, user, password)
 
 
 # ----------------------------------------------------------------------------- isolation

@@ -56,6 +56,8 @@ secret() { # secret NAME -> prints the password, creating it on first use
   cat "$f"
 }
 
+sha256_secret() { secret "$1" | tr -d '\n' | sha256sum | cut -d' ' -f1; }
+
 clickhouse_ok() { curl -sf "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/ping"; }
 registry_ok() { curl -sf "http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7/subjects"; }
 prometheus_ok() { curl -sf "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"; }
@@ -76,7 +78,18 @@ start_clickhouse() {
   render "$ROOT/infra/clickhouse/config.xml.in" "$conf/config.xml" \
     DATA_DIR="$data" LOG_DIR="$LOGS" CONF_DIR="$conf" CLICKHOUSE_PORT="$CLICKHOUSE_PORT" \
     CLICKHOUSE_HTTP_PORT="$CLICKHOUSE_HTTP_PORT" CLICKHOUSE_INTERSERVER_PORT="$CLICKHOUSE_INTERSERVER_PORT"
-  cp "$ROOT/infra/clickhouse/users.xml" "$conf/users.xml"
+  # each ClickHouse user's password is its principal's secret, stored as a SHA-256 hash
+  (umask 077 && render "$ROOT/infra/clickhouse/users.xml.in" "$conf/users.xml" \
+    CONF_DIR="$conf" DATABASE="${METERFLOW_DB:-meterflow}" \
+    ADMIN_SHA256="$(sha256_secret clickhouse-admin)" \
+    MIGRATE_SHA256="$(sha256_secret clickhouse-migrate)" \
+    LOADER_SHA256="$(sha256_secret clickhouse-loader)" \
+    CLOSE_SHA256="$(sha256_secret clickhouse-close)" \
+    READER_SHA256="$(sha256_secret clickhouse-reader)" \
+    DASHBOARDS_SHA256="$(sha256_secret clickhouse-dashboards)" \
+    SCRATCH_WRITER_SHA256="$(sha256_secret clickhouse-scratch-writer)" \
+    SCRATCH_READER_SHA256="$(sha256_secret clickhouse-scratch-reader)" &&
+    chmod 600 "$conf/users.xml")  # an existing file keeps its mode through the umask
   (cd "$data" && exec /usr/sbin/clickhouse-server --config-file="$conf/config.xml" \
     >"$LOGS/clickhouse.out" 2>&1) &
   echo $! > "$RUN/clickhouse.pid"

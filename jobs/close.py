@@ -108,7 +108,9 @@ def close(
 ) -> tuple[CloseResult, list[Invoice]]:
     t0 = time.perf_counter()
     db = settings.clickhouse_database
-    ch = connect(settings, db)
+    # a dry run or preview writes nothing: the readonly user is enough
+    role = "reader" if dry_run or preview else "close"
+    ch = connect(settings, db, role=role)
     finals = {h.invoice_id: h for h in ledger.final_invoices(ch, db)}
     # every line billed so far for the final invoices a close re-checks, their own and the
     # adjustments referring to them (which carry the original period)
@@ -179,7 +181,7 @@ def close(
 
     current, bucket = None, []
     wanted = set(work_by_customer)
-    for customer, ev in ledger.stored_events(connect(settings, db), db, start, end):
+    for customer, ev in ledger.stored_events(connect(settings, db, role=role), db, start, end):
         if customer not in wanted:
             continue
         events_read += 1

@@ -455,7 +455,7 @@ class ClickHouseBatchWriter(ScalarFunction):
     def open(self, function_context: FunctionContext) -> None:
         from connectors.clickhouse import connect
 
-        self.ch = connect(self.settings)
+        self.ch = connect(self.settings, self.settings.clickhouse_database, role="loader")
         group = function_context.get_metric_group()
         self.rows_written = group.counter(f"{self.table}_rows")
         # Sink batch latency: cumulative INSERT milliseconds and INSERT count (their rates give

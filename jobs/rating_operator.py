@@ -232,7 +232,7 @@ class CreditAlerts(KeyedProcessFunction):
         for g in load_grants(self.credits_file):
             self.grants.setdefault(g.customer_id, []).append(g)
         db = self.settings.clickhouse_database
-        self.applications = ledger.applications(connect(self.settings, db), db)
+        self.applications = ledger.applications(connect(self.settings, db, role="loader"), db)
         self.state = runtime_context.get_state(
             ValueStateDescriptor("credit", Types.PICKLED_BYTE_ARRAY())
         )

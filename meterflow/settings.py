@@ -29,6 +29,18 @@ GROUP_PREFIXES = {
 }
 FLINK_KAFKA_SHADED = "org.apache.flink.kafka.shaded.org.apache.kafka"
 
+# ClickHouse role -> (user, principal whose secret is its password); infra/clickhouse/users.xml.in
+# defines the users (docs/decisions/0018-clickhouse-least-privilege.md). Each process connects
+# as the least of these that does its work.
+CLICKHOUSE_USERS = {
+    "admin": ("default", "clickhouse-admin"),  # operators: everything
+    "migrate": ("meterflow_migrate", "clickhouse-migrate"),  # DDL: meterflow init, fixtures
+    "loader": ("meterflow_loader", "clickhouse-loader"),  # INSERT/SELECT in its database
+    "close": ("meterflow_close", "clickhouse-close"),  # the same, for the ledger's writer
+    "reader": ("meterflow_reader", "clickhouse-reader"),  # readonly: CLI, exporter
+    "dashboards": ("meterflow_dashboards", "clickhouse-dashboards"),  # readonly: Grafana
+}
+
 
 def _jaas(value: str) -> str:
     # a JAAS option value is a double-quoted string: a quote or backslash in it would end it
@@ -119,6 +131,17 @@ class Settings:
             "ssl.truststore.type": "PEM",
             "ssl.truststore.location": self.kafka_ca,
         }
+
+    def clickhouse_credentials(self, role: str) -> tuple[str, str]:
+        """(user, password) of the ClickHouse user `role` acts as (`CLICKHOUSE_USERS`);
+        $METERFLOW_CLICKHOUSE_<ROLE>_USER and _PRINCIPAL name another user and secret."""
+        if role not in CLICKHOUSE_USERS:
+            raise ValueError(
+                f"unknown ClickHouse role {role!r}; one of {', '.join(CLICKHOUSE_USERS)}"
+            )
+        user, principal = CLICKHOUSE_USERS[role]
+        var = f"METERFLOW_CLICKHOUSE_{role.upper()}"
+        return _env(f"{var}_USER", user), secret(_env(f"{var}_PRINCIPAL", principal))
 
     @property
     def dlq_topic(self) -> str:

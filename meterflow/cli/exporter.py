@@ -91,11 +91,13 @@ def _reconciliation(
 
 
 def _rated_amounts(settings: Settings) -> dict[str, Decimal]:
-    return rated_amounts_by_currency(connect(settings), settings.clickhouse_database)
+    db = settings.clickhouse_database
+    return rated_amounts_by_currency(connect(settings, db, role="reader"), db)
 
 
 def _last_writes(settings: Settings) -> dict[str, int]:
-    return last_write_times(connect(settings), settings.clickhouse_database)
+    db = settings.clickhouse_database
+    return last_write_times(connect(settings, db, role="reader"), db)
 
 
 class LedgerCollector(Collector):

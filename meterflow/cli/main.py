@@ -111,8 +111,8 @@ def cmd_usage(settings: Settings, args: argparse.Namespace) -> None:
     meters = {m.id for m in (load_meters(args.meters) if args.meters else load_meters())}
     if args.meter and args.meter not in meters:
         raise UserError(f"unknown meter {args.meter!r} (known: {', '.join(sorted(meters))})")
-    ch = connect(settings)
     db = settings.clickhouse_database
+    ch = connect(settings, db, role="reader")
     if args.customer and not has_events(ch, db, args.customer):
         raise UserError(f"unknown customer {args.customer!r}: no stored events")
     rows = read_windows(
@@ -180,7 +180,7 @@ def cmd_invoices(settings: Settings, args: argparse.Namespace) -> None:
 
     db = settings.clickhouse_database
     if args.action == "list":
-        rows = ledger.final_invoices(connect(settings, db), db, args.customer)
+        rows = ledger.final_invoices(connect(settings, db, role="reader"), db, args.customer)
         for h in rows:
             span = f"{h.period_start:%Y-%m-%d}..{h.period_end:%Y-%m-%d}"
             print(
@@ -239,7 +239,7 @@ def cmd_credits(settings: Settings, args: argparse.Namespace) -> None:
     if args.customer and not grants:
         raise UserError(f"no credit grants for customer {args.customer!r}")
     db = settings.clickhouse_database
-    apps = ledger.applications(connect(settings, db), db)
+    apps = ledger.applications(connect(settings, db, role="reader"), db)
     now = datetime.now(UTC)
     for g in grants:
         b = balances([g], apps, now)[g.id]
@@ -258,7 +258,7 @@ def cmd_alerts(settings: Settings, args: argparse.Namespace) -> None:
         from connectors.clickhouse import connect
 
         db = settings.clickhouse_database
-        rows = stored_alerts(connect(settings, db), db, args.customer)
+        rows = stored_alerts(connect(settings, db, role="reader"), db, args.customer)
         for a in rows:
             flag = "  HARD CAP" if a.hard_cap and a.threshold_pct >= 100 else ""
             print(

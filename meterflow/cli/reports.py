@@ -50,7 +50,7 @@ def load_invoice(ch: Client, db: str, invoice_id: str) -> InvoiceView:
 
 def explain(settings: Settings, invoice_id: str, meters: Sequence[Meter]) -> str:
     db = settings.clickhouse_database
-    inv = load_invoice(connect(settings, db), db, invoice_id)
+    inv = load_invoice(connect(settings, db, role="reader"), db, invoice_id)
     h = inv.header
     by_id = {m.id: m for m in meters}
     cur = currency(h.currency)
@@ -132,7 +132,7 @@ def rerate(
     """The invoice's usage lines recomputed now with another price version (or price book, or
     meter definitions) next to what was billed. Writes nothing."""
     db = settings.clickhouse_database
-    ch = connect(settings, db)
+    ch = connect(settings, db, role="reader")
     inv = load_invoice(ch, db, invoice_id)
     h = inv.header
     plan = book.plan(h.plan)
@@ -190,7 +190,7 @@ def reconcile(
     the closed amount. A gap is explained when re-pricing the period without the events judged
     beyond lateness (which never reached a window) gives exactly the streamed amount."""
     db = settings.clickhouse_database
-    ch = connect(settings, db)
+    ch = connect(settings, db, role="reader")
     streamed = ledger.streamed_totals(ch, db, customer_id)
     by_id = {m.id: m for m in meters}
     out = []

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from meterflow.settings import Settings
+from meterflow.testing.clickhouse_users import use_scratch_users
 from tests.chaos.harness import FAULTS, Plan, run, table
 
 
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", type=Path, default=None, help="keep each run's logs under DIR")
     a = p.parse_args(argv)
+    use_scratch_users()  # the pipeline runs in a database of each run
     kinds = [k for k in a.faults.split(",") if k]
     unknown = set(kinds) - set(FAULTS)
     if unknown:

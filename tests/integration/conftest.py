@@ -45,7 +45,7 @@ def _check_stack(settings: Settings) -> None:
     except Exception as exc:
         problems.append(f"registry at {settings.registry_url}: {exc}")
     try:
-        connect(settings).execute("SELECT 1")
+        connect(settings, role="migrate").execute("SELECT 1")
     except Exception as exc:
         problems.append(
             f"clickhouse at {settings.clickhouse_host}:{settings.clickhouse_port}: {exc}"
@@ -154,7 +154,7 @@ class Scratch:
             log.close()
 
     def ch(self):
-        return connect(self.settings)
+        return connect(self.settings, self.settings.clickhouse_database, role="migrate")
 
     def query(self, sql: str, params: dict | None = None) -> list[tuple]:
         return self.ch().execute(sql.replace("{db}", self.settings.clickhouse_database), params)
@@ -246,7 +246,9 @@ def make_scratch(base: Settings, tmp: Path) -> Iterator[Scratch]:
         yield Scratch(settings, run_id, tmp)
     finally:
         if not os.environ.get("METERFLOW_KEEP_SCRATCH"):  # set it to inspect a failed run's data
-            connect(settings).execute(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
+            connect(settings, role="migrate").execute(
+                f"DROP DATABASE IF EXISTS {settings.clickhouse_database}"
+            )
             delete_deployment(settings)
             reg = registry_client(settings)
             reg.delete_subject(settings.events_subject, permanent=False)

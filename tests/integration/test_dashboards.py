@@ -31,7 +31,7 @@ from decimal import Decimal
 import pytest
 import yaml
 
-from connectors.clickhouse import migrations
+from connectors.clickhouse import connect, migrations
 from connectors.kafka_admin import delete_topics
 from connectors.loader import routes
 from connectors.producer import produce_raw
@@ -321,7 +321,8 @@ def test_customer_usage_queries_return_typed_rows_on_clickhouse_18(scratch):
     cost = seed(scratch, now)
     queries = clickhouse_queries(load("customer-usage.json"))
     assert {title for title, _ in queries} == set(EXPECTED_TYPES), "panels without expectations"
-    db, ch = scratch.settings.clickhouse_database, scratch.ch()
+    db = scratch.settings.clickhouse_database
+    ch = connect(scratch.settings, db, role="dashboards")  # as Grafana: readonly
     results = {}
     for title, sql in queries:
         rows, columns = ch.execute(

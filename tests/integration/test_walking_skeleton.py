@@ -55,7 +55,7 @@ def test_known_events_become_exact_usage_rows_and_rewrites_do_not_double_count(s
     assert produce_events(s, _events(base)) == 8
 
     scratch.run_job("--meters", METERS)
-    ch = connect(s)
+    ch = connect(s, s.clickhouse_database, role="reader")
     expected = [
         ("c-a", "api_call", base, base + m, 2, Decimal(2)),
         ("c-a", "api_call", base + m, base + 2 * m, 1, Decimal(1)),
