@@ -22,7 +22,8 @@ every --reconcile-interval seconds only (and at start):
 
 Every currency of the price book is exported (0 when nothing was rated or closed in it), with
 every reconciliation status, so alert rules and dashboards see 0 rather than no data.
-Configuration as for the other commands: METERFLOW_DB, CLICKHOUSE_HOST / CLICKHOUSE_PORT;
+Configuration as for the other commands: METERFLOW_DB, CLICKHOUSE_HOST / CLICKHOUSE_PORT, as the
+readonly `reader` user (meterflow_reader);
 the catalog is meterflow.catalog.load_catalog()'s default (schemas/).
 """
 
