@@ -50,7 +50,7 @@ def ensure_topics(settings: Settings, topics: list[str], timeout: float = 30.0) 
         NewTopic(
             t,
             num_partitions=settings.topic_partitions,
-            replication_factor=1,
+            replication_factor=settings.replication_factor,
             config=configs.get(t, {}),
         )
         for t in topics

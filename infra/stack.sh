@@ -61,13 +61,37 @@ sha256_secret() { secret "$1" | tr -d '\n' | sha256sum | cut -d' ' -f1; }
 clickhouse_ok() { curl -sf "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/ping"; }
 registry_ok() { curl -sf "http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7/subjects"; }
 prometheus_ok() { curl -sf "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"; }
-kafka_ok() {
-  "$ROOT/.venv/bin/python" - "$KAFKA_PORT" <<'PY'
+kafka_ok() { # as the operator: the broker refuses anyone without credentials
+  "$ROOT/.venv/bin/python" - <<'PY'
 import sys
 from confluent_kafka.admin import AdminClient
-md = AdminClient({"bootstrap.servers": f"127.0.0.1:{sys.argv[1]}"}).list_topics(timeout=2)
-sys.exit(0 if md.brokers else 1)
+from meterflow.settings import Settings
+settings = Settings()
+md = AdminClient(settings.kafka_config("operator")).list_topics(timeout=2)
+sys.exit(0 if len(md.brokers) >= settings.kafka_brokers else 1)
 PY
+}
+
+# A local CA and the broker's certificate (127.0.0.1 and localhost; for serving and for the
+# broker's own connections to its controller), generated once under var/secrets/.
+ensure_tls() {
+  local ca="$SECRETS/ca.crt" p12="$SECRETS/kafka-broker.p12"
+  [ -s "$ca" ] && [ -s "$p12" ] && return
+  local tmp; tmp="$(mktemp -d)"
+  secret kafka-keystore >/dev/null
+  (umask 077
+   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=meterflow local CA" \
+     -keyout "$SECRETS/ca.key" -out "$ca" 2>"$tmp/log"
+   openssl req -newkey rsa:2048 -nodes -subj "/CN=meterflow-broker" \
+     -keyout "$tmp/broker.key" -out "$tmp/broker.csr" 2>>"$tmp/log"
+   printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' > "$tmp/ext"
+   openssl x509 -req -in "$tmp/broker.csr" -CA "$ca" -CAkey "$SECRETS/ca.key" -CAcreateserial \
+     -days 3650 -extfile "$tmp/ext" -out "$tmp/broker.crt" 2>>"$tmp/log"
+   openssl pkcs12 -export -inkey "$tmp/broker.key" -in "$tmp/broker.crt" -certfile "$ca" \
+     -name broker -passout "file:$SECRETS/kafka-keystore" -out "$p12" 2>>"$tmp/log"
+  ) || fail kafka "certificate generation failed" "$tmp/log"
+  rm -rf "$tmp"
+  log "generated a local CA and the broker's certificate in $SECRETS"
 }
 
 start_clickhouse() {
@@ -96,23 +120,77 @@ start_clickhouse() {
   wait_for clickhouse 60 "$LOGS/clickhouse.err.log" clickhouse_ok
 }
 
+# KAFKA_BROKERS=1 (default): one node, ports KAFKA_PORT / KAFKA_CONTROLLER_PORT, data in
+# var/kafka. KAFKA_BROKERS=3: nodes 1-3, node N on KAFKA_PORT+2(N-1) / KAFKA_CONTROLLER_PORT+2(N-1),
+# data in var/kafka-N, pid files kafka-N; every topic has 3 replicas, min.insync.replicas 2.
+KAFKA_BROKERS="${KAFKA_BROKERS:-1}"
+case "$KAFKA_BROKERS" in 1|3) ;; *) echo "[stack] KAFKA_BROKERS: 1 or 3, got $KAFKA_BROKERS" >&2; exit 2 ;; esac
+kafka_nodes() { if [ "$KAFKA_BROKERS" = 1 ]; then echo kafka; else seq -f 'kafka-%g' 1 "$KAFKA_BROKERS"; fi; }
+kafka_node_id() { case "$1" in kafka) echo 1 ;; *) echo "${1#kafka-}" ;; esac; }
+
 start_kafka() {
-  if pid_alive kafka && kafka_ok; then log "kafka already up"; return; fi
-  local home="$BUILD/kafka-$KAFKA_VERSION" data="$VAR/kafka" conf="$VAR/kafka-conf"
+  ensure_tls
+  local role
+  for role in operator producer job loader alerts; do secret "kafka-$role" >/dev/null; done
+  local node all_up=1
+  for node in $(kafka_nodes); do pid_alive "$node" || all_up=""; done
+  if [ -n "$all_up" ] && kafka_ok; then log "kafka already up ($KAFKA_BROKERS broker(s))"; return; fi
+  local home="$BUILD/kafka-$KAFKA_VERSION" voters="" n
   need "$home/.installed"
-  mkdir -p "$data" "$conf"
-  render "$ROOT/infra/kafka/server.properties.in" "$conf/server.properties" \
-    DATA_DIR="$data" KAFKA_PORT="$KAFKA_PORT" KAFKA_CONTROLLER_PORT="$KAFKA_CONTROLLER_PORT"
+  for n in $(seq 1 "$KAFKA_BROKERS"); do
+    voters+="${voters:+,}$n@127.0.0.1:$((KAFKA_CONTROLLER_PORT + 2 * (n - 1)))"
+  done
+  local replication=1 min_isr=1
+  if [ "$KAFKA_BROKERS" = 3 ]; then replication=3 min_isr=2; fi
   local java=(java -cp "$home/libs/*" "-Dlog4j2.configurationFile=$ROOT/infra/kafka/log4j2.properties")
-  if [ ! -f "$data/meta.properties" ]; then
-    local cluster_id; cluster_id="$("${java[@]}" kafka.tools.StorageTool random-uuid)"
-    "${java[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$conf/server.properties" \
-      --standalone >"$LOGS/kafka-format.log" 2>&1 || fail kafka "storage format failed" "$LOGS/kafka-format.log"
-  fi
-  "${java[@]}" -Xms256m -Xmx${KAFKA_HEAP:-768m} -XX:+UseG1GC kafka.Kafka "$conf/server.properties" \
-    >"$LOGS/kafka.log" 2>&1 &
-  echo $! > "$RUN/kafka.pid"
-  wait_for kafka 90 "$LOGS/kafka.log" kafka_ok
+  local cluster_id=""
+  for node in $(kafka_nodes); do
+    local id data conf; id="$(kafka_node_id "$node")" data="$VAR/$node" conf="$VAR/$node-conf"
+    if pid_alive "$node"; then continue; fi
+    mkdir -p "$data" "$conf" && chmod 700 "$conf"
+    (umask 077 && render "$ROOT/infra/kafka/server.properties.in" "$conf/server.properties" \
+      DATA_DIR="$data" NODE_ID="$id" VOTERS="$voters" \
+      KAFKA_PORT="$((KAFKA_PORT + 2 * (id - 1)))" \
+      KAFKA_CONTROLLER_PORT="$((KAFKA_CONTROLLER_PORT + 2 * (id - 1)))" \
+      REPLICATION="$replication" MIN_ISR="$min_isr" \
+      BROKER_PASSWORD="$(secret kafka-broker)" KEYSTORE="$SECRETS/kafka-broker.p12" \
+      KEYSTORE_PASSWORD="$(secret kafka-keystore)" CA_FILE="$SECRETS/ca.crt")
+    if [ -f "$data/meta.properties" ] && [ ! -f "$data/.scram" ]; then
+      fail kafka "data in $data predates authentication (no SCRAM users): delete it (local data only) and start again" "$data/meta.properties"
+    fi
+    if [ ! -f "$data/meta.properties" ]; then
+      # One cluster id for all nodes. The broker's and the operator's SCRAM credentials go into
+      # the first metadata; the other principals are created by the operator (`meterflow init`:
+      # connectors.kafka_admin).
+      if [ -z "$cluster_id" ]; then
+        cluster_id="$(sed -n 's/^cluster.id=//p' "$VAR"/kafka*/meta.properties 2>/dev/null | head -n1 || true)"
+        [ -n "$cluster_id" ] || cluster_id="$("${java[@]}" kafka.tools.StorageTool random-uuid)"
+      fi
+      "${java[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$conf/server.properties" \
+        --add-scram "SCRAM-SHA-512=[name=broker,password=$(secret kafka-broker)]" \
+        --add-scram "SCRAM-SHA-512=[name=operator,password=$(secret kafka-operator)]" \
+        >"$LOGS/$node-format.log" 2>&1 || fail "$node" "storage format failed" "$LOGS/$node-format.log"
+      touch "$data/.scram"
+    fi
+    "${java[@]}" -Xms256m -Xmx${KAFKA_HEAP:-768m} -XX:+UseG1GC kafka.Kafka "$conf/server.properties" \
+      >"$LOGS/$node.log" 2>&1 &
+    echo $! > "$RUN/$node.pid"
+  done
+  # a quorum of three needs two nodes up before any of them serves: wait for all at once
+  local deadline=$((SECONDS + 120))
+  until kafka_ok >/dev/null 2>&1; do
+    for node in $(kafka_nodes); do pid_alive "$node" || fail "$node" "exited during start-up" "$LOGS/$node.log"; done
+    [ $SECONDS -lt $deadline ] || fail kafka "did not become healthy within 120s" "$LOGS/$(kafka_nodes | head -n1).log"
+    sleep 0.5
+  done
+  log "kafka healthy ($KAFKA_BROKERS broker(s))"
+}
+
+# All nodes at once: stopped one after the other, the last would wait for a quorum to shut down.
+stop_kafka() {
+  local node pids=()
+  for node in $(kafka_nodes); do stop "$node" & pids+=($!); done
+  wait "${pids[@]}"
 }
 
 start_registry() {
@@ -202,15 +280,15 @@ case "${1:-}" in
     start_prometheus
     ;;
   down)
-    stop loader; stop prometheus; stop registry; stop kafka; stop clickhouse ;;
+    stop loader; stop prometheus; stop registry; stop_kafka; stop clickhouse ;;
   status)
-    for s in clickhouse kafka registry prometheus loader; do
+    for s in clickhouse $(kafka_nodes) registry prometheus loader; do
       if pid_alive "$s"; then echo "$s: running (pid $(cat "$RUN/$s.pid"))"; else echo "$s: stopped"; fi
     done ;;
   start|stop)
     case "${2:-}" in
       clickhouse|kafka|registry|prometheus|loader)
-        if [ "$1" = start ]; then "start_$2"; else stop "$2"; fi ;;
+        if [ "$1" = start ]; then "start_$2"; elif [ "$2" = kafka ]; then stop_kafka; else stop "$2"; fi ;;
       *) echo "usage: $0 $1 clickhouse|kafka|registry|prometheus|loader" >&2; exit 2 ;;
     esac ;;
   *) echo "usage: $0 up|down|status|start NAME|stop NAME" >&2; exit 2 ;;

@@ -42,6 +42,11 @@ CLICKHOUSE_USERS = {
 }
 
 
+def _local_brokers() -> str:
+    first, count = int(_env("KAFKA_PORT", "9092")), int(_env("KAFKA_BROKERS", "1"))
+    return ",".join(f"127.0.0.1:{first + 2 * n}" for n in range(count))
+
+
 def _jaas(value: str) -> str:
     # a JAAS option value is a double-quoted string: a quote or backslash in it would end it
     if '"' in value or "\\" in value:
@@ -51,9 +56,10 @@ def _jaas(value: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    kafka_bootstrap: str = field(
-        default_factory=lambda: _env("METERFLOW_KAFKA", f"127.0.0.1:{_env('KAFKA_PORT', '9092')}")
-    )
+    # KAFKA_BROKERS: the local stack's cluster size (1, or 3: infra/stack.sh); the default
+    # bootstrap list names every broker, so a client starting while one is down still connects.
+    kafka_brokers: int = field(default_factory=lambda: int(_env("KAFKA_BROKERS", "1")))
+    kafka_bootstrap: str = field(default_factory=lambda: _env("METERFLOW_KAFKA", _local_brokers()))
     registry_url: str = field(
         default_factory=lambda: _env(
             "METERFLOW_REGISTRY",
@@ -91,6 +97,11 @@ class Settings:
                 f"METERFLOW_KAFKA_SECURITY: one of {', '.join(KAFKA_SECURITY)}, "
                 f"got {self.kafka_security!r}"
             )
+
+    @property
+    def replication_factor(self) -> int:
+        """Copies of every topic: one per broker, three at most."""
+        return min(self.kafka_brokers, 3)
 
     def kafka_credentials(self, role: str) -> tuple[str, str]:
         """(user, password) of the Kafka principal `role` acts as (`KAFKA_ROLES`)."""
