@@ -50,7 +50,7 @@ def test_flink_options_use_the_connectors_relocated_login_module() -> None:
     opts = kafka_options(Settings(), "job")
     module = f"{FLINK_KAFKA_SHADED}.common.security.scram.ScramLoginModule"
     assert f"'properties.sasl.jaas.config' = '{module} required username=\"job\" " in opts
-    assert "password=\"pw-kafka-job\";'" in opts
+    assert 'password="pw-kafka-job";\'' in opts
     assert "'properties.ssl.truststore.type' = 'PEM'" in opts
 
 
