@@ -66,13 +66,17 @@ def test_alerts_reach_the_webhook_once_with_retries(scratch, receiver):
 
     Receiver.fail_next = 2  # the first alert needs three attempts
     fast = RetryPolicy(attempts=4, first_delay_s=0.05)
-    res = send_alerts(scratch.settings, lambda a: post_json(receiver, a), "hook", fast, idle_s=3)
+    res = send_alerts(
+        scratch.settings, lambda a: post_json(receiver, a), "meterflow-alerts-hook", fast, idle_s=3
+    )
     assert res.sent == len(alerts) and res.attempts == len(alerts) + 2
     got = [(r["customer_id"], r["threshold_pct"], r["alert_id"]) for r in Receiver.received]
     assert sorted(got) == sorted((a.customer_id, a.threshold_pct, a.alert_id) for a in alerts)
 
     # committed: a second run has nothing to send
-    again = send_alerts(scratch.settings, lambda a: post_json(receiver, a), "hook", fast, 2)
+    again = send_alerts(
+        scratch.settings, lambda a: post_json(receiver, a), "meterflow-alerts-hook", fast, 2
+    )
     assert again.sent == 0 and len(Receiver.received) == len(alerts)
 
 
@@ -88,7 +92,11 @@ def test_a_receiver_that_keeps_failing_stops_the_sender_without_losing_the_alert
     Receiver.fail_next = 10
     fast = RetryPolicy(attempts=3, first_delay_s=0.05)
     with pytest.raises(DeliveryError, match="gave up after 3 attempts"):
-        send_alerts(scratch.settings, lambda a: post_json(receiver, a), "hook2", fast, 3)
+        send_alerts(
+            scratch.settings, lambda a: post_json(receiver, a), "meterflow-alerts-hook2", fast, 3
+        )
     Receiver.fail_next = 0  # the receiver recovers: the next run delivers it
-    res = send_alerts(scratch.settings, lambda a: post_json(receiver, a), "hook2", fast, 3)
+    res = send_alerts(
+        scratch.settings, lambda a: post_json(receiver, a), "meterflow-alerts-hook2", fast, 3
+    )
     assert res.sent == 1 and Receiver.received[0]["alert_id"] == alert.alert_id
