@@ -39,6 +39,7 @@ CLICKHOUSE_USERS = {
     "close": ("meterflow_close", "clickhouse-close"),  # the same, for the ledger's writer
     "reader": ("meterflow_reader", "clickhouse-reader"),  # readonly: CLI, exporter
     "dashboards": ("meterflow_dashboards", "clickhouse-dashboards"),  # readonly: Grafana
+    "keys": ("meterflow_keys", "clickhouse-keys"),  # writes api_keys: `meterflow keys`
 }
 
 

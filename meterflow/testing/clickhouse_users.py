@@ -20,6 +20,7 @@ SCRATCH_USERS = {
     "close": ("meterflow_scratch_writer", "clickhouse-scratch-writer"),
     "reader": ("meterflow_scratch_reader", "clickhouse-scratch-reader"),
     "dashboards": ("meterflow_scratch_reader", "clickhouse-scratch-reader"),
+    "keys": ("meterflow_scratch_writer", "clickhouse-scratch-writer"),
 }
 
 

@@ -37,6 +37,7 @@ def test_each_role_has_its_user_and_its_principals_secret(secrets: Path) -> None
         "close": ("meterflow_close", "pw-clickhouse-close"),
         "reader": ("meterflow_reader", "pw-clickhouse-reader"),
         "dashboards": ("meterflow_dashboards", "pw-clickhouse-dashboards"),
+        "keys": ("meterflow_keys", "pw-clickhouse-keys"),
     }
 
 
@@ -119,7 +120,8 @@ def test_profiles_and_database_limits_follow_the_roles() -> None:
 
     for user in ("meterflow_reader", "meterflow_dashboards", "meterflow_scratch_reader"):
         assert setting(user, "readonly") == "2", user
-    for user in ("meterflow_loader", "meterflow_close", "meterflow_scratch_writer"):
+    writers = ("meterflow_loader", "meterflow_close", "meterflow_keys", "meterflow_scratch_writer")
+    for user in writers:
         assert (setting(user, "readonly"), setting(user, "allow_ddl")) == (None, "0"), user
     for user in ("default", "meterflow_migrate"):
         assert (setting(user, "readonly"), setting(user, "allow_ddl")) == (None, None), user
@@ -130,5 +132,11 @@ def test_profiles_and_database_limits_follow_the_roles() -> None:
     }
     assert limited == {
         n: ["@DATABASE@"]
-        for n in ("meterflow_loader", "meterflow_close", "meterflow_reader", "meterflow_dashboards")
+        for n in (
+            "meterflow_loader",
+            "meterflow_close",
+            "meterflow_reader",
+            "meterflow_dashboards",
+            "meterflow_keys",
+        )
     }
