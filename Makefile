@@ -12,10 +12,11 @@ help:
 setup:  ## install everything (idempotent, cached)
 	@bash infra/setup.sh
 
-up: setup  ## start kafka, registry, clickhouse, prometheus on 127.0.0.1, create topics/schema/tables, start the loader
+up: setup  ## start kafka, registry, clickhouse, prometheus on 127.0.0.1, create topics/schema/tables, start the loader and the HTTP API
 	@bash infra/stack.sh up
 	@$(PY) -m meterflow.cli init
 	@bash infra/stack.sh start loader
+	@bash infra/stack.sh start api
 
 down:
 	@bash infra/stack.sh down

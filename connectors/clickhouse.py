@@ -110,9 +110,13 @@ def read_windows(
     start: datetime | None = None,
     end: datetime | None = None,
     dimensions: dict[str, str] | None = None,
+    *,
+    window_s: int | None = None,
+    limit: int | None = None,
 ) -> list[UsageWindow]:
     """Current usage: one row per window (its newest revision), in key order, optionally for
-    one customer / meter / dimension values and windows starting in [start, end)."""
+    one customer / meter / dimension values / window length in seconds and windows starting in
+    [start, end); at most `limit` rows (the HTTP API pages with it)."""
     cond, params = [], {}
     if customer_id:
         cond.append("customer_id = %(c)s")
@@ -130,11 +134,18 @@ def read_windows(
         # dimensions are flat JSON with sorted keys (decoding.dimensions_json)
         cond.append(f"visitParamExtractString(dimensions, %(dk{i})s) = %(dv{i})s")
         params[f"dk{i}"], params[f"dv{i}"] = k, v
+    if window_s is not None:
+        cond.append("toUInt32(window_end) - toUInt32(window_start) = %(ws)s")
+        params["ws"] = int(window_s)
     where = f"WHERE {' AND '.join(cond)}" if cond else ""
+    limit_sql = ""
+    if limit is not None:
+        limit_sql = " LIMIT %(lim)s"
+        params["lim"] = int(limit)
     rows = ch.execute(
         "SELECT customer_id, meter, meter_version, dimensions, window_start, window_end, "
         f"event_count, quantity, revision FROM {db}.usage_windows FINAL {where} "
-        "ORDER BY customer_id, meter, meter_version, dimensions, window_start",
+        "ORDER BY customer_id, meter, meter_version, dimensions, window_start" + limit_sql,
         params,
     )
     return [

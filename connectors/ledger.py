@@ -334,3 +334,51 @@ def last_write_times(ch: Client, db: str) -> dict[str, int]:
         else 0
         for table, column in WRITE_TIME_COLUMNS.items()
     }
+
+
+@dataclass(frozen=True)
+class PeriodCost:
+    """The stream's period cost of one meter (period_cost, its newest row)."""
+
+    meter: str
+    meter_version: int
+    subscription_id: str
+    period_start: datetime
+    period_end: datetime
+    plan: str
+    price_version: int
+    currency: str
+    quantity: Decimal
+    amount: Decimal | None  # None: outside the SQL rating's exact domain, rated at close only
+    revision: int
+
+
+def period_costs(ch: Client, db: str, customer_id: str, period_start: datetime) -> list[PeriodCost]:
+    """Each meter's streamed cost so far in the customer's period starting at `period_start`,
+    in (meter, meter version) order."""
+    rows = ch.execute(
+        "SELECT meter, meter_version, subscription_id, period_start, period_end, plan, "
+        "price_version, currency, period_quantity, period_amount, revision "
+        f"FROM {db}.period_cost FINAL WHERE customer_id = %(c)s AND period_start = %(ps)s "
+        "ORDER BY meter, meter_version",
+        {"c": customer_id, "ps": _naive(period_start)},
+    )
+    return [
+        PeriodCost(r[0], r[1], r[2], _utc(r[3]), _utc(r[4]), r[5], r[6], r[7], r[8], r[9], r[10])
+        for r in rows
+    ]
+
+
+def final_invoice(ch: Client, db: str, customer_id: str, invoice_id: str) -> FinalHeader | None:
+    """One final invoice of one customer; None when the customer has no such invoice (another
+    customer's invoice id is "no such invoice" too)."""
+    rows = ch.execute(
+        "SELECT invoice_id, customer_id, subscription_id, plan, price_version, currency, "
+        "period_start, period_end, subtotal, credits, total, closed_at "
+        f"FROM {db}.invoices FINAL WHERE customer_id = %(c)s AND invoice_id = %(i)s",
+        {"c": customer_id, "i": invoice_id},
+    )
+    if not rows:
+        return None
+    r = rows[0]
+    return FinalHeader(*r[:6], _utc(r[6]), _utc(r[7]), r[8], r[9], r[10], _utc(r[11]))

@@ -2,11 +2,11 @@
 # Starts/stops the local stack on 127.0.0.1 with all state under var/ (git-ignored):
 #   kafka (single-node KRaft), registry (Apicurio, Confluent-compatible API), clickhouse,
 #   prometheus (scrapes the metering job's Flink reporter and `python -m meterflow.cli.exporter`),
-#   and `meterflow load` (the JVM job's output topics -> ClickHouse). `up` starts the first four;
-#   the loader needs the topics and tables (`meterflow init`), so `make up` starts it after that
-#   with `start loader`.
+#   `meterflow load` (the JVM job's output topics -> ClickHouse) and `meterflow serve` (the HTTP
+#   API). `up` starts the first four; the loader and the API need the topics and tables
+#   (`meterflow init`), so `make up` starts them after that with `start loader`, `start api`.
 # usage: infra/stack.sh up|down|status|start NAME|stop NAME  (NAME: clickhouse, kafka, registry,
-#   prometheus, loader; start/stop one service, e.g. the loader's ClickHouse-outage test)
+#   prometheus, loader, api; start/stop one service, e.g. the loader's ClickHouse-outage test)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=versions.env
@@ -111,6 +111,7 @@ start_clickhouse() {
     CLOSE_SHA256="$(sha256_secret clickhouse-close)" \
     READER_SHA256="$(sha256_secret clickhouse-reader)" \
     DASHBOARDS_SHA256="$(sha256_secret clickhouse-dashboards)" \
+    KEYS_SHA256="$(sha256_secret clickhouse-keys)" \
     SCRATCH_WRITER_SHA256="$(sha256_secret clickhouse-scratch-writer)" \
     SCRATCH_READER_SHA256="$(sha256_secret clickhouse-scratch-reader)" &&
     chmod 600 "$conf/users.xml")  # an existing file keeps its mode through the umask
@@ -260,6 +261,19 @@ start_loader() {
   wait_for loader 60 "$LOGS/loader.log" loader_ok
 }
 
+api_ok() { curl -sf "http://127.0.0.1:$METERFLOW_API_PORT/health"; }
+
+# `meterflow serve`, the HTTP API; like the loader it needs `meterflow init` first (topics,
+# principals, tables), so `make up` starts it last
+start_api() {
+  if pid_alive api && api_ok >/dev/null 2>&1; then log "api already up"; return; fi
+  need "$ROOT/.venv/bin/python"
+  (cd "$ROOT" && exec "$ROOT/.venv/bin/python" -m meterflow.cli serve \
+    --port "$METERFLOW_API_PORT") >>"$LOGS/api.log" 2>&1 &
+  echo $! > "$RUN/api.pid"
+  wait_for api 60 "$LOGS/api.log" api_ok
+}
+
 stop() { # stop NAME
   local name="$1"
   if ! pid_alive "$name"; then rm -f "$RUN/$name.pid"; return; fi
@@ -280,16 +294,16 @@ case "${1:-}" in
     start_prometheus
     ;;
   down)
-    stop loader; stop prometheus; stop registry; stop_kafka; stop clickhouse ;;
+    stop api; stop loader; stop prometheus; stop registry; stop_kafka; stop clickhouse ;;
   status)
-    for s in clickhouse $(kafka_nodes) registry prometheus loader; do
+    for s in clickhouse $(kafka_nodes) registry prometheus loader api; do
       if pid_alive "$s"; then echo "$s: running (pid $(cat "$RUN/$s.pid"))"; else echo "$s: stopped"; fi
     done ;;
   start|stop)
     case "${2:-}" in
-      clickhouse|kafka|registry|prometheus|loader)
+      clickhouse|kafka|registry|prometheus|loader|api)
         if [ "$1" = start ]; then "start_$2"; elif [ "$2" = kafka ]; then stop_kafka; else stop "$2"; fi ;;
-      *) echo "usage: $0 $1 clickhouse|kafka|registry|prometheus|loader" >&2; exit 2 ;;
+      *) echo "usage: $0 $1 clickhouse|kafka|registry|prometheus|loader|api" >&2; exit 2 ;;
     esac ;;
   *) echo "usage: $0 up|down|status|start NAME|stop NAME" >&2; exit 2 ;;
 esac

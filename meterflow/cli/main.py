@@ -280,6 +280,54 @@ def cmd_alerts(settings: Settings, args: argparse.Namespace) -> None:
     print(f"delivered {res.sent} alerts ({res.attempts} attempts)")
 
 
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    from meterflow.api.service import serve
+
+    serve(settings, _catalog(args), args.port, args.ack_timeout)
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> None:
+    from connectors import api_keys as key_table
+    from connectors.clickhouse import connect
+    from meterflow import api_keys
+
+    db = settings.clickhouse_database
+    ch = connect(settings, db, role="keys")
+    if args.action == "list":
+        for k in key_table.list_keys(ch, db, args.customer):
+            state = "revoked" if k.revoked else "active"
+            print(
+                f"{k.key_id}  {k.scope:<8}  {k.customer_id or '-':<16}  {state:<7}  "
+                f"{k.created_at:%Y-%m-%d %H:%M}  {k.name}"
+            )
+        return
+    if args.action == "revoke":
+        if not args.key_id or not api_keys.valid_key_id(args.key_id):
+            raise UserError("keys revoke: give the key id (12 hex digits, see `keys list`)")
+        if not key_table.revoke_key(ch, db, args.key_id, datetime.now(UTC)):
+            raise UserError(f"no key {args.key_id!r}")
+        print(f"revoked {args.key_id}")
+        return
+    if args.scope is None:
+        raise UserError("keys create: --scope admin|ingest|customer is required")
+    scope = api_keys.Scope(args.scope)
+    if (scope is api_keys.Scope.CUSTOMER) != bool(args.customer):
+        raise UserError("keys create: --customer ID goes with --scope customer, and only with it")
+    new = api_keys.new_key()
+    key_table.insert_key(
+        ch,
+        db,
+        api_keys.ApiKey(
+            new.key_id, new.key_hash, scope, args.customer or "", args.name, datetime.now(UTC)
+        ),
+    )
+    # the token is shown once: only its hash is stored
+    print(new.token)
+    print(
+        f"key {new.key_id} ({scope}{' ' + args.customer if args.customer else ''})", file=sys.stderr
+    )
+
+
 def _money(amount: Decimal, code: str) -> str:
     """An amount with its currency's minor units (a currency we cannot bill in: as stored)."""
     from meterflow.money import currency, format_amount
@@ -384,6 +432,21 @@ def main(argv: list[str] | None = None) -> None:
     rc.add_argument("--customer", default=None)
     rc.add_argument("--metrics-file", type=Path, default=None, help="write Prometheus gauges")
     _catalog_args(rc)
+    sv = sub.add_parser("serve", help="the HTTP API on 127.0.0.1 (docs/openapi.json)")
+    sv.add_argument("--port", type=int, default=int(os.environ.get("METERFLOW_API_PORT", "8088")))
+    sv.add_argument(
+        "--ack-timeout",
+        type=float,
+        default=10.0,
+        help="seconds an ingest request waits for Kafka's acknowledgements before a 503",
+    )
+    _catalog_args(sv)
+    ks = sub.add_parser("keys", help="create / revoke / list the HTTP API's keys")
+    ks.add_argument("action", choices=["create", "revoke", "list"])
+    ks.add_argument("key_id", nargs="?", help="revoke: the key id")
+    ks.add_argument("--scope", choices=["admin", "ingest", "customer"], default=None)
+    ks.add_argument("--customer", default=None, help="create: the customer a read key serves")
+    ks.add_argument("--name", default="", help="create: a note for `keys list`")
     args, extra = p.parse_known_args(argv)
     passthrough = ("job", "close", "replay")
     if extra and args.command not in passthrough:
@@ -401,6 +464,8 @@ def main(argv: list[str] | None = None) -> None:
         "credits": cmd_credits,
         "alerts": cmd_alerts,
         "replay": cmd_replay,
+        "serve": cmd_serve,
+        "keys": cmd_keys,
     }
     try:
         handlers[args.command](Settings(), args)

@@ -50,7 +50,13 @@ def load_invoice(ch: Client, db: str, invoice_id: str) -> InvoiceView:
 
 def explain(settings: Settings, invoice_id: str, meters: Sequence[Meter]) -> str:
     db = settings.clickhouse_database
-    inv = load_invoice(connect(settings, db, role="reader"), db, invoice_id)
+    return explain_view(
+        load_invoice(connect(settings, db, role="reader"), db, invoice_id), db, meters
+    )
+
+
+def explain_view(inv: InvoiceView, db: str, meters: Sequence[Meter]) -> str:
+    """The explanation of a loaded invoice (`meterflow invoices explain`, the HTTP API)."""
     h = inv.header
     by_id = {m.id: m for m in meters}
     cur = currency(h.currency)
