@@ -157,7 +157,7 @@ def test_readonly_users_read_their_database_and_change_nothing(place: Place, rol
 # ----------------------------------------------------------------------------- writers
 
 
-@pytest.mark.parametrize("role", ["loader", "close"])
+@pytest.mark.parametrize("role", ["loader", "close", "keys"])
 def test_writers_insert_and_select_in_their_database_only_without_ddl(
     place: Place, role: str
 ) -> None:
@@ -231,3 +231,41 @@ def test_migrate_does_ddl_in_any_database_and_the_others_cannot_create_one(place
         ch.execute(f"DROP DATABASE IF EXISTS {db}")
     refused(QUERY_IS_PROHIBITED, client(place, "loader"), "CREATE DATABASE nope")
     refused(READONLY, client(place, "reader"), "CREATE DATABASE nope")
+
+
+# ----------------------------------------------------------------------------- API keys
+
+
+def test_keys_are_written_by_the_keys_user_and_read_by_the_apis_reader(place: Place) -> None:
+    """`meterflow keys` writes api_keys as meterflow_keys; `meterflow serve` reads it as
+    meterflow_reader, which cannot add or change a key (docs/decisions/0020-http-api.md)."""
+    from datetime import UTC, datetime
+
+    from connectors import api_keys as key_table
+    from meterflow.api_keys import ApiKey, Scope, new_key
+
+    db, k = place.db, new_key()
+    key = ApiKey(
+        k.key_id,
+        k.key_hash,
+        Scope.CUSTOMER,
+        "cust-priv",
+        "priv",
+        datetime.now(UTC).replace(microsecond=0),
+    )
+    try:
+        key_table.insert_key(client(place, "keys"), db, key)
+        reader = client(place, "reader")
+        assert key_table.key_by_id(reader, db, k.key_id) == key
+        with pytest.raises(ClickHouseError) as err:
+            key_table.insert_key(reader, db, key)
+        assert err.value.code == READONLY
+        with pytest.raises(ClickHouseError) as err:
+            key_table.revoke_key(reader, db, k.key_id, datetime.now(UTC))
+        assert err.value.code == READONLY
+        assert key_table.revoke_key(client(place, "keys"), db, k.key_id, datetime.now(UTC))
+        assert key_table.key_by_id(reader, db, k.key_id).revoked
+    finally:
+        connect(place.settings, role="migrate").execute(
+            f"ALTER TABLE {db}.api_keys DELETE WHERE key_id = %(k)s", {"k": k.key_id}
+        )
