@@ -62,7 +62,9 @@ def test_alerts_reach_the_webhook_once_with_retries(scratch, receiver):
     ws = datetime(2026, 11, 3, tzinfo=UTC)
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
     records = [(a.customer_id.encode(), codec.encode(a, ws), now_ms) for a in alerts]
-    produce_raw(scratch.settings, records, topic=scratch.settings.alerts_topic)
+    produce_raw(
+        scratch.settings, records, topic=scratch.settings.alerts_topic, role="operator"
+    )  # as the job
 
     Receiver.fail_next = 2  # the first alert needs three attempts
     fast = RetryPolicy(attempts=4, first_delay_s=0.05)
@@ -88,6 +90,7 @@ def test_a_receiver_that_keeps_failing_stops_the_sender_without_losing_the_alert
         scratch.settings,
         [(b"c0", codec.encode(alert, ws), int(datetime.now(UTC).timestamp() * 1000))],
         topic=scratch.settings.alerts_topic,
+        role="operator",  # standing in for the job, the alerts topic's only writer
     )
     Receiver.fail_next = 10
     fast = RetryPolicy(attempts=3, first_delay_s=0.05)

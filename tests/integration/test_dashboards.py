@@ -533,7 +533,8 @@ def running(scratch: Scratch) -> Iterator[tuple[Scratch, str, Scenario]]:
         scratch.wait_for("late events", lambda: _count(scratch, "late_events") == 3, job=job)
         assert exporter.poll() is None, "the exporter exited"
         assert loader.poll() is None, "the loader exited"
-        yield scratch, f"meterflow_metering_it_{scratch.run_id}_", sc
+        # the job is named meterflow-metering[<group id>], as Prometheus labels spell it
+        yield scratch, f"meterflow_metering_meterflow_metering_it_{scratch.run_id}_", sc
     finally:
         _stop(loader)
         _stop(exporter)
