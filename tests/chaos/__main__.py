@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             f"run {r + 1}: accepted {o.accepted} ids ({o.sent_rate:.0f}/s), stored {o.stored}, "
             f"lost {o.lost}, unexpected {o.unexpected}, double-counted {o.double_counted}, "
             f"late {o.late}; windows {'equal' if not o.window_diff else 'DIFFER'}, period cost "
-            f"{o.period_cost_ok}, alerts {o.alerts_ok}, dead letters {o.dead_letters_ok}",
+            f"{o.period_cost_ok}, alerts {o.alerts_ok}, dead letters {o.dead_letters_ok}, "
+            f"{o.invoices} invoices of the close {'equal' if o.invoices_ok else 'DIFFER'}",
             flush=True,
         )
         for problem in o.problems:

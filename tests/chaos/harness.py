@@ -33,20 +33,27 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from connectors import ledger
 from connectors.producer import produce_raw
 from connectors.registry import register_event_schema
+from jobs.close import close
+from meterflow.catalog import Catalog
 from meterflow.events import UsageEvent, schema_text
+from meterflow.meters import load_meters
+from meterflow.price_book import load_price_book
 from meterflow.settings import REPO_ROOT, Settings
+from meterflow.subscriptions import load_subscriptions
 from meterflow.testing.scenario import encode
 from tests.integration.conftest import Scratch, kill_job, make_scratch
 from tests.integration.expected import (
     WINDOWS_SQL,
     actual_windows,
     expected_windows,
+    scenario_invoice_lines,
     scenario_months,
     scenario_period_amounts,
     scenario_quota_alert_ids,
@@ -114,6 +121,8 @@ class Outcome:
     period_cost_ok: bool
     alerts_ok: bool
     dead_letters_ok: bool
+    invoices: int  # final invoices the close wrote, each compared with its expectation
+    invoices_ok: bool
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -482,6 +491,9 @@ def _finish(p: Pipeline, injected: list[Injected]) -> Outcome:
     dlq = [base64.b64decode(json.loads(m.value())["payload"])
            for m in p.s.topic_records(p.s.settings.dlq_topic)]  # fmt: skip
     dead_ok = sorted(dlq) == sorted(p.bad)
+    # the close bills every stored event, the late ones too
+    billable = counted + [_usage_event(tracked[i]) for i in late if i in tracked]
+    invoices, invoice_problems = _close_and_check(p.s, billable)
     for f in injected:
         end = f.restored_at + (f.recovered_s or 0)
         window = {i for i, e in tracked.items() if f.injected_at - 10 <= e["at"] <= end}
@@ -498,6 +510,7 @@ def _finish(p: Pipeline, injected: list[Injected]) -> Outcome:
         problems.append(f"alerts differ: {len(alerts)} stored")
     if not dead_ok:
         problems.append(f"dead letters: {len(dlq)} stored, {len(p.bad)} sent")
+    problems += invoice_problems
     return Outcome(
         injected=injected,
         accepted=len(accepted),
@@ -511,8 +524,51 @@ def _finish(p: Pipeline, injected: list[Injected]) -> Outcome:
         period_cost_ok=period_ok,
         alerts_ok=alerts_ok,
         dead_letters_ok=dead_ok,
+        invoices=invoices,
+        invoices_ok=not invoice_problems,
         problems=problems,
     )
+
+
+# the plans' minimums in schemas/prices/scenario.yaml (a period's usage below it is topped up)
+MINIMUMS = {"scenario": Decimal("5.00"), "scenario_min": Decimal("100000.00")}
+GRACE = timedelta(hours=24)
+
+
+def _close_and_check(s: Scratch, billable: list[UsageEvent]) -> tuple[int, list[str]]:
+    """Close every period of the run (as of a day after the month of its newest event ended)
+    and hold each final invoice to the lines computed from what was sent."""
+    cat = Catalog(
+        load_subscriptions(SCHEMAS / "customers" / "scenario.yaml"),
+        load_price_book(SCHEMAS / "prices" / "scenario.yaml"),
+        load_meters(SCHEMAS / "meters" / "scenario.yaml"),
+        [],
+    )
+    newest = max(e.timestamp for e in billable)
+    next_month = (newest.replace(day=28) + timedelta(days=4)).replace(
+        day=1, hour=0, minute=0, second=0, microsecond=0
+    )
+    close(s.settings, cat, next_month + GRACE + timedelta(hours=1), GRACE)
+    months = scenario_months(billable)
+    db = s.settings.clickhouse_database
+    ch = s.ch()
+    headers = ledger.final_invoices(ch, db)
+    problems = []
+    billed_months = set()
+    for h in headers:
+        key = (h.customer_id, h.period_start.replace(tzinfo=None))
+        billed_months.add(key)
+        want = scenario_invoice_lines(months.get(key, []), MINIMUMS[h.plan], h.plan)
+        got = [
+            (ln.kind, ln.meter, ln.quantity, ln.amount, ln.event_count)
+            for _, _, ln in ledger.lines(ch, db, invoice_id=h.invoice_id)
+        ]
+        if got != want:
+            problems.append(f"invoice {h.invoice_id}: {got} != expected {want}")
+    unbilled = set(months) - billed_months
+    if unbilled:
+        problems.append(f"periods with usage and no final invoice: {sorted(unbilled)[:3]}")
+    return len(headers), problems
 
 
 def table(outcomes: list[Outcome]) -> str:
