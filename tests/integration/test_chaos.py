@@ -31,7 +31,10 @@ def test_every_fault_once_loses_nothing_and_counts_nothing_twice(base_settings, 
     )
     o = run(base_settings, tmp_path, plan)
     print(table([o]))
-    print(f"accepted {o.accepted} ids at {o.sent_rate:.0f}/s; late {o.late}")
+    print(
+        f"accepted {o.accepted} ids at {o.sent_rate:.0f}/s; late {o.late}; "
+        f"{o.invoices} invoices of the close {'equal' if o.invoices_ok else 'DIFFER'}"
+    )
     assert [f.kind for f in o.injected] == plan.faults
     assert (o.lost, o.unexpected, o.double_counted) == (0, 0, 0)
     assert o.problems == []
