@@ -11,12 +11,9 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, SerializingProducer
 from confluent_kafka.error import SerializationError
-from confluent_kafka.schema_registry import topic_subject_name_strategy
-from confluent_kafka.schema_registry.avro import AvroSerializer
 
 from connectors.producer import event_producer_config
-from connectors.registry import client as registry_client
-from meterflow.events import UsageEvent, schema_text
+from meterflow.events import UsageEvent
 from meterflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,18 +37,6 @@ class KafkaPublisher:
         return SerializingProducer(
             {
                 **event_producer_config(self._settings),
-                # confluent-kafka 2.16's default subject strategy first asks the producer for
-                # the cluster id, blocking up to 60 s while no broker answers: a request would
-                # hang past its bound in an outage. The subject is the topic's (registered by
-                # `meterflow init`), so name it directly.
-                "value.serializer": AvroSerializer(
-                    registry_client(self._settings),
-                    schema_text(1),
-                    conf={
-                        "auto.register.schemas": False,
-                        "subject.name.strategy": topic_subject_name_strategy,
-                    },
-                ),
                 "client.id": "meterflow-api",
                 "linger.ms": 5,  # a request waits for its acks: do not hold them long
                 # librdkafka retries a broker outage by itself until this timeout; then the

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from confluent_kafka import KafkaError, Message, Producer, SerializingProducer
+from confluent_kafka.schema_registry import topic_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import StringSerializer
 
@@ -23,7 +24,13 @@ def event_producer_config(settings: Settings, schema_version: int = 1) -> dict:
     serializer = AvroSerializer(
         registry_client(settings),
         schema_text(schema_version),
-        conf={"auto.register.schemas": False},  # schemas are registered by `meterflow init`
+        conf={
+            "auto.register.schemas": False,  # schemas are registered by `meterflow init`
+            # confluent-kafka 2.16's default strategy first asks the producer for the cluster
+            # id, blocking up to 60 s while no broker answers (an SDK's first event in an
+            # outage, an API request past its bound); the subject is the topic's, so say so
+            "subject.name.strategy": topic_subject_name_strategy,
+        },
     )
     return {
         **settings.kafka_config("producer"),
