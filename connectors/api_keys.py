@@ -17,7 +17,9 @@ def _row(r: tuple) -> ApiKey:
     return ApiKey(r[0], r[1], Scope(r[2]), r[3], r[4], r[5].replace(tzinfo=UTC), bool(r[6]))
 
 
-def insert_key(ch: Client, db: str, key: ApiKey) -> None:
+def _write(ch: Client, db: str, key: ApiKey, revoked_at: datetime | None) -> None:
+    """One version of the key's row: the created one (row_version 1) or the revoked one (2),
+    which ReplacingMergeTree keeps over the first."""
     ch.execute(
         f"INSERT INTO {db}.api_keys ({_COLUMNS}, revoked_at, row_version) VALUES",
         [
@@ -27,13 +29,21 @@ def insert_key(ch: Client, db: str, key: ApiKey) -> None:
                 key.scope.value,
                 key.customer_id,
                 key.name,
-                key.created_at.astimezone(UTC).replace(tzinfo=None, microsecond=0),
-                0,
-                _EPOCH,
-                1,
+                _naive(key.created_at),
+                int(revoked_at is not None),
+                _EPOCH if revoked_at is None else _naive(revoked_at),
+                1 if revoked_at is None else 2,
             )
         ],
     )
+
+
+def _naive(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def insert_key(ch: Client, db: str, key: ApiKey) -> None:
+    _write(ch, db, key, None)
 
 
 def key_by_id(ch: Client, db: str, key_id: str) -> ApiKey | None:
@@ -59,20 +69,5 @@ def revoke_key(ch: Client, db: str, key_id: str, at: datetime) -> bool:
         return False
     if key.revoked:
         return True
-    ch.execute(
-        f"INSERT INTO {db}.api_keys ({_COLUMNS}, revoked_at, row_version) VALUES",
-        [
-            (
-                key.key_id,
-                key.key_hash,
-                key.scope.value,
-                key.customer_id,
-                key.name,
-                key.created_at.replace(tzinfo=None),
-                1,
-                at.astimezone(UTC).replace(tzinfo=None, microsecond=0),
-                2,
-            )
-        ],
-    )
+    _write(ch, db, key, at)
     return True

@@ -40,10 +40,15 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     }
 
 
-def ensure_topics(settings: Settings, topics: list[str], timeout: float = 30.0) -> list[str]:
+def ensure_topics(
+    settings: Settings,
+    topics: list[str],
+    timeout: float = 30.0,
+    admin: AdminClient | None = None,
+) -> list[str]:
     """Create the topics that do not exist yet, with their settings (`topic_configs`), and set
     those settings on the ones that do; return the names created."""
-    admin = _admin(settings)
+    admin = operator_admin(settings) if admin is None else admin
     existing = set(admin.list_topics(timeout=timeout).topics)
     configs = topic_configs(settings)
     wanted = [
@@ -77,8 +82,13 @@ def ensure_topics(settings: Settings, topics: list[str], timeout: float = 30.0) 
     return [t.topic for t in wanted]
 
 
-def delete_topics(settings: Settings, topics: list[str], timeout: float = 30.0) -> None:
-    admin = _admin(settings)
+def delete_topics(
+    settings: Settings,
+    topics: list[str],
+    timeout: float = 30.0,
+    admin: AdminClient | None = None,
+) -> None:
+    admin = operator_admin(settings) if admin is None else admin
     present = set(admin.list_topics(timeout=timeout).topics)
     doomed = [t for t in topics if t in present]
     if not doomed:
@@ -87,7 +97,10 @@ def delete_topics(settings: Settings, topics: list[str], timeout: float = 30.0) 
         fut.result()
 
 
-def _admin(settings: Settings) -> AdminClient:
+def operator_admin(settings: Settings) -> AdminClient:
+    """An admin client acting as the operator. Each one is a TLS + SCRAM handshake: calls that
+    go together share one (`admin=`); hold it until their futures resolve, as a collected
+    handle fails them."""
     return AdminClient(settings.kafka_config("operator"))
 
 
@@ -118,16 +131,7 @@ def grants(settings: Settings) -> list[Grant]:
     are super users: infra/kafka/server.properties.in). Consumer groups and transactional ids
     are confined to each role's prefix (meterflow.settings.GROUP_PREFIXES)."""
     read, write = ("READ", "DESCRIBE"), ("WRITE", "DESCRIBE")
-    job_outputs = [
-        settings.dlq_topic,
-        settings.late_topic,
-        settings.alerts_topic,
-        settings.accepted_topic,
-        settings.late_events_topic,
-        settings.windows_topic,
-        settings.period_cost_topic,
-        settings.alert_rows_topic,
-    ]
+    job_outputs = [t for t in settings.all_topics if t != settings.events_topic]
     loaded, load_dlqs = loader_topics(settings)
     out = [Grant("producer", "topic", settings.events_topic, False, write)]
     out.append(Grant("job", "topic", settings.events_topic, False, read))
@@ -165,7 +169,9 @@ def acl_bindings(settings: Settings) -> list[AclBinding]:
     ]
 
 
-def ensure_principals(settings: Settings, timeout: float = 30.0) -> list[str]:
+def ensure_principals(
+    settings: Settings, timeout: float = 30.0, admin: AdminClient | None = None
+) -> list[str]:
     """Create or update the SCRAM credential of every role but the operator's (bootstrapped
     with the cluster) from settings: a rotated password takes effect here. Returns the users."""
     if settings.kafka_security == "PLAINTEXT":
@@ -173,18 +179,18 @@ def ensure_principals(settings: Settings, timeout: float = 30.0) -> list[str]:
     users = [settings.kafka_credentials(r) for r in KAFKA_ROLES if r != "operator"]
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
     upserts = [UserScramCredentialUpsertion(u, info, p.encode()) for u, p in users]
-    admin = _admin(settings)  # held until the futures resolve: a collected handle fails them
+    admin = operator_admin(settings) if admin is None else admin
     for fut in admin.alter_user_scram_credentials(upserts, request_timeout=timeout).values():
         fut.result()
     return [u for u, _ in users]
 
 
-def ensure_acls(settings: Settings, timeout: float = 30.0) -> int:
+def ensure_acls(settings: Settings, timeout: float = 30.0, admin: AdminClient | None = None) -> int:
     """Create the deployment's ACLs (an existing one is left as it is); returns their count."""
     if settings.kafka_security == "PLAINTEXT":
         return 0
     bindings = acl_bindings(settings)
-    admin = _admin(settings)
+    admin = operator_admin(settings) if admin is None else admin
     for fut in admin.create_acls(bindings, request_timeout=timeout).values():
         fut.result()
     return len(bindings)
@@ -193,9 +199,10 @@ def ensure_acls(settings: Settings, timeout: float = 30.0) -> int:
 def ensure_deployment(settings: Settings) -> list[str]:
     """Everything a deployment needs on the cluster: its topics (the loader's dead-letter
     topics too: the loader may not create topics), principals and ACLs. Returns topics created."""
-    created = ensure_topics(settings, deployment_topics(settings))
-    ensure_principals(settings)
-    ensure_acls(settings)
+    admin = operator_admin(settings)
+    created = ensure_topics(settings, deployment_topics(settings), admin=admin)
+    ensure_principals(settings, admin=admin)
+    ensure_acls(settings, admin=admin)
     return created
 
 
@@ -208,7 +215,8 @@ def missing_topics(settings: Settings, role: str, topics: list[str]) -> list[str
 def delete_deployment(settings: Settings) -> None:
     """Remove what `ensure_deployment` made for these settings: topics and topic ACLs (the
     group and transactional-id grants are shared by every deployment of the cluster)."""
-    delete_topics(settings, deployment_topics(settings))
+    admin = operator_admin(settings)
+    delete_topics(settings, deployment_topics(settings), admin=admin)
     if settings.kafka_security == "PLAINTEXT":
         return
     filters = [
@@ -219,6 +227,5 @@ def delete_deployment(settings: Settings) -> None:
         for b in acl_bindings(settings)
         if b.restype == ResourceType.TOPIC
     ]  # fmt: skip
-    admin = _admin(settings)
     for fut in admin.delete_acls(filters, request_timeout=30).values():
         fut.result()

@@ -50,6 +50,7 @@ from meterflow.subscriptions import load_subscriptions
 from meterflow.testing.scenario import encode
 from tests.integration.conftest import Scratch, kill_job, make_scratch
 from tests.integration.expected import (
+    SCENARIO_MINIMUMS,
     WINDOWS_SQL,
     actual_windows,
     expected_windows,
@@ -530,8 +531,6 @@ def _finish(p: Pipeline, injected: list[Injected]) -> Outcome:
     )
 
 
-# the plans' minimums in schemas/prices/scenario.yaml (a period's usage below it is topped up)
-MINIMUMS = {"scenario": Decimal("5.00"), "scenario_min": Decimal("100000.00")}
 GRACE = timedelta(hours=24)
 
 
@@ -558,7 +557,7 @@ def _close_and_check(s: Scratch, billable: list[UsageEvent]) -> tuple[int, list[
     for h in headers:
         key = (h.customer_id, h.period_start.replace(tzinfo=None))
         billed_months.add(key)
-        want = scenario_invoice_lines(months.get(key, []), MINIMUMS[h.plan], h.plan)
+        want = scenario_invoice_lines(months.get(key, []), SCENARIO_MINIMUMS[h.plan], h.plan)
         got = [
             (ln.kind, ln.meter, ln.quantity, ln.amount, ln.event_count)
             for _, _, ln in ledger.lines(ch, db, invoice_id=h.invoice_id)

@@ -204,6 +204,8 @@ def scenario_price(meter: str, q: Decimal) -> Decimal:
 
 # schemas/customers/scenario.yaml: cust-1 is on plan scenario_min, every other customer on scenario
 SCENARIO_PLANS = {"cust-1": "scenario_min"}
+# their minimums per period (a period's usage below it is topped up)
+SCENARIO_MINIMUMS = {"scenario": Decimal("5.00"), "scenario_min": Decimal("100000.00")}
 # quota limits of plan `scenario` version 1 (scenario_min has none); thresholds in percent
 SCENARIO_QUOTAS = {"calls": Decimal(100), "gpu_max": Decimal(8)}
 THRESHOLDS = (75, 90, 100)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from connectors.kafka_admin import _admin, ensure_deployment
+from connectors.kafka_admin import ensure_deployment, operator_admin
 from meterflow.settings import REPO_ROOT, Settings
 
 # Ports of its own: the stack's single broker runs beside it.
@@ -53,7 +53,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings
 
 
 def partition_state(settings: Settings, topic: str) -> dict[int, tuple[int, list[int]]]:
-    md = _admin(settings).list_topics(topic, timeout=10).topics[topic]
+    md = operator_admin(settings).list_topics(topic, timeout=10).topics[topic]
     return {p.id: (p.leader, sorted(p.isrs)) for p in md.partitions.values()}
 
 
