@@ -292,7 +292,9 @@ def latency(settings: Settings, seconds: int, rate: int, tmp: str, warmup: int) 
     migrate(settings)
     db = settings.clickhouse_database
     ch = connect(settings, db, role="reader")
-    cmd = job_cmd(f"bench-lat-{uuid.uuid4().hex[:8]}", tmp)
+    # the job's and (derived from it) the loader's group: their principals' prefixes
+    group = f"meterflow-metering-lat-{uuid.uuid4().hex[:8]}"
+    cmd = job_cmd(group, tmp)
     proc = subprocess.Popen(
         cmd,
         cwd=REPO_ROOT,
@@ -300,7 +302,7 @@ def latency(settings: Settings, seconds: int, rate: int, tmp: str, warmup: int) 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    loader = start_loader(settings, f"bench-lat-{uuid.uuid4().hex[:8]}")
+    loader = start_loader(settings, group)
     producer = Producer({**settings.kafka_config("operator"), "linger.ms": 5})
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
